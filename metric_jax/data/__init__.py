@@ -1,0 +1,1 @@
+"""metric_jax.data (in progress)."""

@@ -1,0 +1,1 @@
+"""metric_jax.models (in progress)."""

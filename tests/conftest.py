@@ -1,0 +1,42 @@
+"""Test-wide setup: 4 virtual CPU devices for multi-device tests, and the shared datasets directory."""
+
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 4)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATASETS_ENV = "METRIC_JAX_DATASETS"
+
+
+def datasets_dir() -> pathlib.Path:
+  """`$METRIC_JAX_DATASETS`, else `../shared/datasets` next to the repository."""
+  return pathlib.Path(os.environ.get(DATASETS_ENV, REPO_ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def shared_datasets():
+  """Path of the shared raw datasets; missing is a skip locally and a failure in CI (CI=true)."""
+  path = datasets_dir()
+  if not path.is_dir():
+    message = f"shared datasets not found at {path} (set {DATASETS_ENV})"
+    if os.environ.get("CI", "").lower() == "true":
+      pytest.fail(message)
+    pytest.skip(message)
+  return path
+
+
+def require_dataset_file(root: pathlib.Path, *relative: str) -> pathlib.Path:
+  """Path of one raw file under the shared datasets; fails in CI, skips elsewhere, when missing."""
+  path = root.joinpath(*relative)
+  if not path.exists():
+    message = f"missing dataset file {path}"
+    if os.environ.get("CI", "").lower() == "true":
+      pytest.fail(message)
+    pytest.skip(message)
+  return path
