@@ -1,0 +1,161 @@
+"""Training objectives: what the SPMD step minimises on the gathered global batch.
+
+An objective is `objective(model, outputs, labels, valid, loss_params, loss_consts) -> (loss scalar, metrics dict)`, where
+`outputs` is the model's dict of per-example arrays for the whole global batch (`[G, ...]`, gathered from all devices),
+`labels [G]`, `valid [G]` (False rows are padding), `loss_params` the learnable loss parameters (a dict, trained with the
+model) and `loss_consts` fixed loss constants (a dict, e.g. S2's D0). The model is passed so that objectives can apply
+layers that act after the gather (S0's classifiers W1, W2).
+
+Metric objectives (`metric_objective`): any registry loss on `outputs["embedding"]` plus optional regularizers:
+
+  L = loss(E, y) + w_DA * L_DA(E, y; alpha, D0, eta) + w_GOR * L_GOR(E, y) + w_L2 * L_L2(E)
+
+S0 pair objectives (`pair_objective`), on the pair batch `concat(first [P], second [P])` with pair label Y_i = +1 when the
+two images of pair i share a class, -1 otherwise, and D_i^2 = |f_i - f'_i|^2 the squared distance of their layer-k
+features:
+
+  PLoss_i  = max(0, b - Y_i (m - D_i^2))                   (0 < b < m; contrastive is b = m, margin 2m on D^2)
+  CLoss_i  = softmax cross-entropy of W1 f(x_i), CLoss'_i of W2 f(x'_i)
+  siamese   = mean_i PLoss_i with b = m        (contrastive only)
+  pairloss  = mean_i PLoss_i                   (PLoss only)
+  pair_soft = pairnet = mean_i [CLoss_i + CLoss'_i + lambda PLoss_i]   (pair-soft differs only in the test-time classifier:
+                                                                        kNN/SVM on features instead of the softmax)
+  singlenet = mean over all 2P images of the softmax cross-entropy with W1 (softmax only)
+
+References:
+  R. Hadsell, S. Chopra, Y. LeCun. Dimensionality reduction by learning an invariant mapping. CVPR 2006.
+  (S0) PairNet: classification + local distribution constraint. (S2) DML-DA density adaptivity, eta = 0.5, lambda = 10.
+  (S1) GOR: X. Zhang et al. Learning spread-out local feature descriptors. ICCV 2017.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metric_jax import _checks
+
+PAIR_KINDS = ("siamese", "pairloss", "pair_soft", "pairnet", "singlenet")
+
+
+def _masked_mean(values, mask):
+  mask = mask.astype(values.dtype)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hparams: Optional[dict] = None,
+                     density_adaptivity_weight: float = 0.0, density_adaptivity_eta: float = 0.5,
+                     global_orthogonal_weight: float = 0.0, embedding_l2_weight: float = 0.0) -> Callable:
+  """A registry loss (name, or any `fn(embeddings, labels, *, valid, **hparams)`) plus weighted regularizers.
+
+  With `density_adaptivity_weight > 0` the objective reads `loss_params["alpha"] [C]` (learnable; see
+  `init_loss_params`) and `loss_consts["d0"] [C]` (see `class_densities`); labels must then be the training class indices
+  0..C-1.
+  """
+  hparams = dict(loss_hparams or {})
+  for name, w in (("density_adaptivity_weight", density_adaptivity_weight),
+                  ("global_orthogonal_weight", global_orthogonal_weight), ("embedding_l2_weight", embedding_l2_weight)):
+    _checks.check_positive(w, name, strict=False)
+  if isinstance(loss, str):
+    from metric_jax import losses as _losses
+    loss_fn = _losses.get(loss)
+  else:
+    loss_fn = loss
+
+  def objective(model, outputs, labels, valid, loss_params, loss_consts):
+    del model
+    emb = outputs["embedding"]
+    base = loss_fn(emb, labels, valid=valid, **hparams)
+    metrics = {"base_loss": base}
+    total = base
+    if density_adaptivity_weight or global_orthogonal_weight or embedding_l2_weight:
+      from metric_jax import regularizers
+    if density_adaptivity_weight:
+      reg = regularizers.density_adaptivity(emb, labels, loss_params["alpha"], loss_consts["d0"],
+                                            eta=density_adaptivity_eta, valid=valid)
+      metrics["density_adaptivity"] = reg
+      total = total + density_adaptivity_weight * reg
+    if global_orthogonal_weight:
+      reg = regularizers.global_orthogonal(emb, labels, valid=valid)
+      metrics["global_orthogonal"] = reg
+      total = total + global_orthogonal_weight * reg
+    if embedding_l2_weight:
+      reg = regularizers.embedding_l2(emb, valid=valid)
+      metrics["embedding_l2"] = reg
+      total = total + embedding_l2_weight * reg
+    return total, metrics
+
+  return objective
+
+
+def pair_objective(kind: str = "pairnet", *, margin: float = 1.0, b: float = 0.5, lam: float = 1.0) -> Callable:
+  """An S0 objective (`siamese`, `pairloss`, `pair_soft`, `pairnet`, `singlenet`) for a `TwoChannelNet`.
+
+  Args:
+    margin: m; b: the band half-width b, 0 < b <= m (siamese forces b = m); lam: lambda, the PLoss weight in pairnet.
+  """
+  _checks.check_choice(kind, "kind", PAIR_KINDS)
+  _checks.check_positive(margin, "margin")
+  _checks.check_positive(lam, "lam", strict=False)
+  if kind == "siamese":
+    b = margin
+  if not 0 <= b <= margin:
+    raise ValueError(f"`b` must lie in [0, margin={margin}], got {b}.")
+
+  def objective(model, outputs, labels, valid, loss_params, loss_consts):
+    del loss_params, loss_consts
+    feats = outputs["features"]
+    if feats.shape[0] % 2:
+      raise ValueError(f"a pair batch must have an even size (first + second halves), got {feats.shape[0]}.")
+    p = feats.shape[0] // 2
+    pair_valid = valid[:p] & valid[p:]
+    y = jnp.where(labels[:p] == labels[p:], 1.0, -1.0)
+    d2 = jnp.sum(jnp.square(feats[:p] - feats[p:]), axis=-1)
+    ploss = _masked_mean(jnp.maximum(0.0, b - y * (margin - d2)), pair_valid)
+    cls_in = outputs["classifier_inputs"]
+    if kind == "singlenet":
+      ce = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in, 0), labels)
+      closs = _masked_mean(ce, valid)
+      return closs, {"closs": closs}
+    ce1 = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in[:p], 0), labels[:p])
+    ce2 = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in[p:], 1), labels[p:])
+    closs = _masked_mean(ce1 + ce2, pair_valid)
+    if kind in ("siamese", "pairloss"):
+      return ploss, {"ploss": ploss, "closs": closs}
+    return closs + lam * ploss, {"ploss": ploss, "closs": closs}
+
+  return objective
+
+
+def init_loss_params(num_classes: int, *, density_adaptivity: bool, alpha_init: float = 0.5) -> Dict[str, jax.Array]:
+  """Learnable loss parameters: S2's per-class target densities `alpha [C]` (init 0.5) when `density_adaptivity`."""
+  if density_adaptivity:
+    if num_classes < 1:
+      raise ValueError(f"`num_classes` must be positive, got {num_classes}.")
+    return {"alpha": jnp.full((num_classes,), alpha_init, jnp.float32)}
+  return {}
+
+
+def class_densities(features, labels, num_classes: int, *, normalize: bool = True) -> np.ndarray:
+  """S2's original class densities D0 `[C]`: mean squared distance of a class's features `[N, F]` to its centroid.
+
+  Measured once on pre-embedding features (L2-normalized first when `normalize`, so D0 lies on the same scale as the
+  densities of normalized embeddings). A class without examples gets the mean density of the others.
+  """
+  x = np.asarray(features, np.float64).reshape(len(features), -1)
+  labels = np.asarray(labels)
+  if normalize:
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  d0 = np.full((num_classes,), np.nan)
+  for c in range(num_classes):
+    members = x[labels == c]
+    if len(members):
+      d0[c] = np.mean(np.sum(np.square(members - members.mean(0)), axis=1))
+  if np.all(np.isnan(d0)):
+    raise ValueError("`labels` hold no example of any class in 0..num_classes-1.")
+  d0[np.isnan(d0)] = np.nanmean(d0)
+  return d0.astype(np.float32)
