@@ -1,1 +1,144 @@
-"""Placeholder: filled in by the loss work in progress."""
+"""Multi-class N-pair loss (S3): the N-pair-mc and N-pair-ovo forms of Sohn (2016).
+
+An (N+1)-tuple is an anchor `f`, its positive `f⁺` and N−1 negatives. The N-pair-mc batch holds N pairs
+`(f_c, f_c⁺)` from N distinct classes, and every other pair's positive is a negative for `f_c`:
+
+  mc:   L = 1/N Σ_c log(1 + Σ_{c'≠c} exp(f_cᵀf_{c'}⁺ − f_cᵀf_c⁺))
+  ovo:  L = 1/N Σ_c Σ_{c'≠c} log(1 + exp(f_cᵀf_{c'}⁺ − f_cᵀf_c⁺))
+
+on dot products (the embeddings are *not* normalized; the paper regularizes their L2 norm instead, see `l2_reg`).
+
+How a general labelled batch maps to pairs (the convention of pytorch-metric-learning's `NPairsLoss`): for every class,
+the anchor is the first valid query of that class that has a positive key, and its positive is the first valid key of
+the same class other than the anchor itself. In a batch that is its own key set, the anchor and positive of a class are
+its first two valid samples; further samples of the class are ignored, and a class with a single sample takes no part in
+the loss (it is neither an anchor nor a negative). The matrix form works on any `[B, M]` dot-product matrix: the
+`[B, B]` table `T_ij = S[i, pos(j)]` (query i against the positive of anchor j) holds every anchor's tuple in its row.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metric_jax import _checks, labels, pairwise
+from metric_jax.losses import _lse
+from metric_jax.losses._registry import check_embedding_inputs, register
+
+
+def _check_bool(value, name):
+  if not isinstance(value, bool):
+    raise TypeError(f"`{name}` must be a Python bool, got {value!r}.")
+  return value
+
+
+def _pair_table(matrix, query_labels, key_labels, query_valid, key_valid, self_offset):
+  """Returns `(T [B, B], is_anchor [B])` with `T_ij = S[i, pos(j)]` for the N-pair convention above."""
+  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  num_queries = matrix.shape[0]
+  query_labels = jnp.asarray(query_labels)
+  has_pos = jnp.any(masks.positive, axis=1)
+  pos_key = jnp.argmax(masks.positive, axis=1)  # first positive key of each query
+  same_class = query_labels[:, None] == query_labels[None, :]
+  earlier = jnp.arange(num_queries)[None, :] < jnp.arange(num_queries)[:, None]
+  taken = jnp.any(same_class & earlier & has_pos[None, :], axis=1)
+  is_anchor = has_pos & ~taken
+  table = jnp.take(matrix, pos_key, axis=1)
+  return table, is_anchor
+
+
+def _npair_terms(table, is_anchor, mode: str):
+  """Per-anchor losses along rows (anchors as queries) and along columns (positives as queries)."""
+  tuple_mask = is_anchor[:, None] & is_anchor[None, :]
+  target = jnp.diagonal(table)
+  if mode == "mc":
+    row_lse, _ = _lse.masked_logsumexp(table, tuple_mask, axis=1)
+    col_lse, _ = _lse.masked_logsumexp(table, tuple_mask, axis=0)
+    return row_lse - target, col_lse - target
+  off_diag = tuple_mask & ~jnp.eye(table.shape[0], dtype=bool)
+  row_diff = jnp.where(off_diag, table - target[:, None], 0.0)
+  col_diff = jnp.where(off_diag, table - target[None, :], 0.0)
+  row = jnp.sum(jnp.where(off_diag, jax.nn.softplus(row_diff), 0.0), axis=1)
+  col = jnp.sum(jnp.where(off_diag, jax.nn.softplus(col_diff), 0.0), axis=0)
+  return row, col
+
+
+def _npair_matrix_loss(mode, matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric):
+  _check_bool(symmetric, "symmetric")
+  table, is_anchor = _pair_table(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  row, col = _npair_terms(table, is_anchor, mode)
+  per_anchor = 0.5 * (row + col) if symmetric else row
+  # A single pair has no negative: its row term is exactly 0 (mc: log 1, ovo: empty sum), as the contract requires.
+  return _lse.safe_mean(per_anchor, is_anchor)
+
+
+def npair_mc_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
+                  symmetric: bool = False):
+  """Multi-class N-pair loss (N-pair-mc) on a dot-product similarity matrix.
+
+  `L = 1/N Σ_c log(1 + Σ_{c'≠c} exp(S[a_c, p_{c'}] − S[a_c, p_c]))` over the N classes that have an (anchor a_c,
+  positive p_c) pair (see the module docstring for how pairs are picked). This is the softmax cross-entropy of each
+  anchor row of the `N × N` anchor-versus-positive table with the own positive as target.
+
+  Args:
+    matrix: dot-product similarities `S = f_q f_kᵀ`, `[B, M]`.
+    query_labels: integer `[B]`.
+    key_labels: integer `[M]`; None when the keys are the queries (square matrix, self pairs excluded).
+    query_valid: optional boolean `[B]`; False rows are padding.
+    key_valid: optional boolean `[M]`.
+    self_offset: which key each query is itself (see `metric_jax.labels`).
+    symmetric: also use the positives as anchors (the column softmax of the table) and average both directions
+      (the paper's symmetric form; for a symmetric `S` it is exactly the tuple loss anchored at `f_c⁺`).
+
+  Returns:
+    Scalar loss; 0 when no class has a pair.
+
+  References:
+    Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
+  """
+  return _npair_matrix_loss("mc", matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric)
+
+
+def npair_ovo_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
+                   symmetric: bool = False):
+  """One-vs-one N-pair loss (N-pair-ovo) on a dot-product similarity matrix.
+
+  `L = 1/N Σ_c Σ_{c'≠c} log(1 + exp(S[a_c, p_{c'}] − S[a_c, p_c]))`: N−1 independent triplet-style (softplus) terms
+  per anchor instead of one softmax. Arguments as in `npair_mc_loss`.
+
+  Returns:
+    Scalar loss; 0 when no class has a pair.
+
+  References:
+    Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
+  """
+  return _npair_matrix_loss("ovo", matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric)
+
+
+def _embedding_l2(embeddings, valid, l2_reg):
+  _checks.check_positive(l2_reg, "l2_reg", strict=False)
+  sq_norms = jnp.sum(jnp.square(embeddings), axis=1)
+  return l2_reg * _lse.safe_mean(sq_norms, valid)
+
+
+@register("npair_mc")
+def npair_mc(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0):
+  """N-pair-mc loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
+
+  `l2_reg` is the paper's L2 regularizer of the (unnormalized) embedding norms; 0 turns it off (the default, so that
+  a batch without pairs gives exactly 0).
+  """
+  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
+  loss = npair_mc_loss(pairwise.dot_product(embeddings), labels_, query_valid=valid, symmetric=symmetric)
+  return loss + _embedding_l2(embeddings, valid, l2_reg)
+
+
+@register("npair_ovo")
+def npair_ovo(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0):
+  """N-pair-ovo loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows."""
+  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
+  loss = npair_ovo_loss(pairwise.dot_product(embeddings), labels_, query_valid=valid, symmetric=symmetric)
+  return loss + _embedding_l2(embeddings, valid, l2_reg)
+
+
+__all__ = ["npair_mc_loss", "npair_ovo_loss", "npair_mc", "npair_ovo"]
