@@ -19,6 +19,7 @@ magic number, unreadable .mat or pickle) raises `CorruptFileError` naming the fi
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pathlib
 import tarfile
 import zipfile
@@ -143,7 +144,11 @@ def read_idx(path: pathlib.Path, expected_ndim: int) -> np.ndarray:
 
 
 def extract_tar(path: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
-  """Extracts a tar archive once into `dest` (a marker file records completion); returns `dest`."""
+  """Extracts a tar archive once into a sub-folder of `dest` keyed by the archive's path, size and mtime (so a changed
+  archive is extracted afresh); a marker file records completion. Returns that sub-folder."""
+  stat = path.stat()
+  key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+  dest = dest / key
   marker = dest / ".extracted"
   if marker.exists():
     return dest
