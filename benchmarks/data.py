@@ -70,6 +70,10 @@ def main(argv=None):
 
   rows = []
   t0 = time.perf_counter()
+  data.get_builder("omniglot", data_dir=data_dir)
+  data.get_builder("mnist", data_dir=data_dir)
+  prepare = time.perf_counter() - t0
+  t0 = time.perf_counter()
   omniglot, omniglot_labels = data.load_arrays("omniglot", "small1", data_dir=data_dir)
   load_omniglot = time.perf_counter() - t0
   t0 = time.perf_counter()
@@ -102,7 +106,7 @@ def main(argv=None):
       f"Python {platform.python_version()}, numpy {np.__version__}. Load average at the end: "
       f"{load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f}.",
       "",
-      "**Timings are noisy**: the 2 cores were shared with other agents running builds and tests while this ran.",
+      "**Timings are noisy**: the cores are shared with other agents running builds and tests (see the load average).",
       "",
       f"Each row: median (min-max) of {args.repeats} runs of {args.batches} batches, prefetch 4, after 5 warm-up batches.",
       "",
@@ -113,7 +117,8 @@ def main(argv=None):
     lines.append(f"| {name} | {p} x {k} | {median:,.0f} | {low:,.0f} | {high:,.0f} |")
   lines += [
       "",
-      f"One-time split loading through `tfds.data_source` + pillow (dataset already prepared): Omniglot small1 "
+      f"One-time costs: preparing Omniglot (small1 + small2 array_record) and MNIST (test) from the raw files "
+      f"{prepare:.2f} s; loading a prepared split through `tfds.data_source` + pillow: Omniglot small1 "
       f"{load_omniglot:.2f} s (2720 PNGs decoded), with resize to 28x28 {load_omniglot28:.2f} s; MNIST test "
       f"{load_mnist:.2f} s (10000 records).",
       "",
