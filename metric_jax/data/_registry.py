@@ -85,7 +85,7 @@ def get_builder(name: str, *, data_dir=None, manual_dir=None) -> OfflineBuilder:
 def decode_image(data: bytes, image_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
   """Decodes PNG / JPEG bytes with pillow into uint8 `[H, W, C]` (C = 1 for grayscale and 1-bit, else 3)."""
   with Image.open(io.BytesIO(data)) as img:
-    img = img.convert("L") if img.mode in ("1", "L", "I;16", "I", "P", "LA") and img.mode != "P" else img.convert("RGB")
+    img = img.convert("L") if img.mode in ("1", "L", "LA", "I", "I;16") else img.convert("RGB")
     if image_size is not None:
       img = img.resize((int(image_size[1]), int(image_size[0])), Image.BILINEAR)
     array = np.asarray(img, dtype=np.uint8)
