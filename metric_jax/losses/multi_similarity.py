@@ -6,7 +6,8 @@ On cosine similarities `S`, for every anchor i with (mined) positives P_i and ne
 
 m the number of valid anchors. ε-mining (the paper's pair mining, Eq. 5–6) keeps a positive when
 `S_ik⁺ − ε < max_{k'∈N(i)} S_ik'` and a negative when `S_ik⁻ + ε > min_{k'∈P(i)} S_ik'`, computed on
-stopped-gradient similarities; it always keeps both a positive and a negative of an anchor, or neither.
+stopped-gradient similarities (`metric_jax.mining.multi_similarity_pairs`); it always keeps both a positive and a
+negative of an anchor, or neither.
 
 `plus_one=False` drops the "+1" inside both logarithms (`1/α log Σ_{P_i} …`), the variant analysed by the general
 pair-weighting (GPW) paper; each term is then 0 for an empty set, and the loss can be negative.
@@ -19,10 +20,9 @@ with the ε-miner, which mines both or neither.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, pairwise
+from metric_jax import _checks, labels, mining as mining_lib, pairwise
 from metric_jax.losses import _lse
 from metric_jax.losses._registry import check_embedding_inputs, register
 
@@ -31,18 +31,6 @@ def _check_bool(value, name):
   if not isinstance(value, bool):
     raise TypeError(f"`{name}` must be a Python bool, got {value!r}.")
   return value
-
-
-def epsilon_mining(similarity, positive_mask, negative_mask, epsilon: float = 0.1):
-  """Multi-similarity ε-mining on a similarity matrix; returns the kept `(positive_mask, negative_mask)`.
-
-  Positive (i, k) is kept when `S_ik − ε < max_{n∈N(i)} S_in`; negative (i, k) when `S_ik + ε > min_{p∈P(i)} S_ip`.
-  Shapes `[B, M]`; the masks carry no gradient, and the similarities are read through `stop_gradient`.
-  """
-  s = jax.lax.stop_gradient(similarity)
-  hardest_neg = jnp.max(jnp.where(negative_mask, s, -jnp.inf), axis=1, keepdims=True)
-  hardest_pos = jnp.min(jnp.where(positive_mask, s, jnp.inf), axis=1, keepdims=True)
-  return positive_mask & (s - epsilon < hardest_neg), negative_mask & (s + epsilon > hardest_pos)
 
 
 def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
@@ -81,7 +69,7 @@ def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=
   query_valid = _checks.check_valid(query_valid, matrix.shape[0], "query_valid")
   positive, negative = masks.positive, masks.negative
   if mining:
-    positive, negative = epsilon_mining(matrix, positive, negative, epsilon)
+    positive, negative = mining_lib.multi_similarity_pairs(matrix, positive, negative, epsilon=epsilon)
   pos_lse, has_pos = _lse.masked_logsumexp(-alpha * (matrix - base), positive, axis=1, add_one=plus_one)
   neg_lse, has_neg = _lse.masked_logsumexp(beta * (matrix - base), negative, axis=1, add_one=plus_one)
   anchors = has_pos & has_neg
@@ -98,4 +86,4 @@ def multi_similarity(embeddings, labels, *, valid=None, alpha: float = 2.0, beta
                                beta=beta, base=base, mining=mining, epsilon=epsilon, plus_one=plus_one)
 
 
-__all__ = ["epsilon_mining", "multi_similarity_loss", "multi_similarity"]
+__all__ = ["multi_similarity_loss", "multi_similarity"]
