@@ -11,6 +11,9 @@ averaged over the set Q of valid queries that have at least one positive (as pyt
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+
 from metric_jax import _checks, labels, pairwise
 from metric_jax.losses import _lse
 from metric_jax.losses._registry import check_embedding_inputs, register
@@ -40,9 +43,11 @@ def nca_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_val
   _checks.check_positive(softmax_scale, "softmax_scale")
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
   logits = -softmax_scale * matrix
-  all_lse, _ = _lse.masked_logsumexp(logits, masks.valid, axis=1)
   pos_lse, has_pos = _lse.masked_logsumexp(logits, masks.positive, axis=1)
-  return _lse.safe_mean(all_lse - pos_lse, has_pos)
+  neg_lse, has_neg = _lse.masked_logsumexp(logits, masks.negative, axis=1)
+  # logsumexp_{all} − logsumexp_{pos} = softplus(logsumexp_{neg} − logsumexp_{pos}), without the cancellation.
+  per_query = jnp.where(has_neg, jax.nn.softplus(jnp.where(has_neg, neg_lse - pos_lse, 0.0)), 0.0)
+  return _lse.safe_mean(per_query, has_pos)
 
 
 @register("nca")

@@ -49,15 +49,14 @@ def _pair_table(matrix, query_labels, key_labels, query_valid, key_valid, self_o
 
 def _npair_terms(table, is_anchor, mode: str):
   """Per-anchor losses along rows (anchors as queries) and along columns (positives as queries)."""
-  tuple_mask = is_anchor[:, None] & is_anchor[None, :]
+  off_diag = is_anchor[:, None] & is_anchor[None, :] & ~jnp.eye(table.shape[0], dtype=bool)
   target = jnp.diagonal(table)
-  if mode == "mc":
-    row_lse, _ = _lse.masked_logsumexp(table, tuple_mask, axis=1)
-    col_lse, _ = _lse.masked_logsumexp(table, tuple_mask, axis=0)
-    return row_lse - target, col_lse - target
-  off_diag = tuple_mask & ~jnp.eye(table.shape[0], dtype=bool)
   row_diff = jnp.where(off_diag, table - target[:, None], 0.0)
   col_diff = jnp.where(off_diag, table - target[None, :], 0.0)
+  if mode == "mc":  # log(1 + Σ_{j≠i} exp(T_ij − T_ii)), computed on the differences (no cancellation).
+    row, _ = _lse.masked_logsumexp(row_diff, off_diag, axis=1, add_one=True)
+    col, _ = _lse.masked_logsumexp(col_diff, off_diag, axis=0, add_one=True)
+    return row, col
   row = jnp.sum(jnp.where(off_diag, jax.nn.softplus(row_diff), 0.0), axis=1)
   col = jnp.sum(jnp.where(off_diag, jax.nn.softplus(col_diff), 0.0), axis=0)
   return row, col
