@@ -18,7 +18,7 @@ import numpy as np
 from sklearn import svm as sk_svm
 
 from metric_jax.evaluation import _inputs
-from metric_jax.evaluation import knn as knn_lib
+from metric_jax.evaluation.knn import DEFAULT_CHUNK_SIZE, knn
 
 
 def _check_sets(train_embeddings, train_labels, test_embeddings, test_labels):
@@ -33,10 +33,10 @@ def _check_sets(train_embeddings, train_labels, test_embeddings, test_labels):
 
 
 def knn_predict(train_embeddings, train_labels, test_embeddings, *, k: int = 1, metric: str = "cosine",
-                chunk_size: int = knn_lib.DEFAULT_CHUNK_SIZE) -> np.ndarray:
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
   """Majority label `[T]` among the `k` nearest training features of each test feature (ties: smallest label)."""
   train_labels = np.asarray(train_labels)
-  index, _ = knn_lib.knn(test_embeddings, train_embeddings, k, metric=metric, chunk_size=chunk_size)
+  index, _ = knn(test_embeddings, train_embeddings, k, metric=metric, chunk_size=chunk_size)
   classes, neighbour_class = np.unique(train_labels[index], return_inverse=True)
   neighbour_class = neighbour_class.reshape(index.shape)
   votes = np.zeros((index.shape[0], classes.size), np.int64)
@@ -45,7 +45,7 @@ def knn_predict(train_embeddings, train_labels, test_embeddings, *, k: int = 1, 
 
 
 def knn_accuracy(train_embeddings, train_labels, test_embeddings, test_labels, *, k: int = 1,
-                 metric: str = "cosine", chunk_size: int = knn_lib.DEFAULT_CHUNK_SIZE) -> float:
+                 metric: str = "cosine", chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
   """Fraction of test features whose kNN vote over the training features gives their label."""
   train, train_labels, test, test_labels = _check_sets(train_embeddings, train_labels, test_embeddings, test_labels)
   k = _inputs.check_positive_int(k, "k")
@@ -82,7 +82,7 @@ def softmax_accuracy(logits, labels) -> float:
 
 def classification_metrics(train_embeddings, train_labels, test_embeddings, test_labels, *, knn_k: int = 1,
                            metric: str = "cosine", svm_c: float = 1.0, seed: int = 0,
-                           chunk_size: int = knn_lib.DEFAULT_CHUNK_SIZE) -> dict:
+                           chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
   """`{"knn_accuracy", "svm_accuracy"}` of test features classified with the training features."""
   return {
       "knn_accuracy": knn_accuracy(train_embeddings, train_labels, test_embeddings, test_labels, k=knn_k,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from metric_jax.evaluation import _inputs
-from metric_jax.evaluation import knn as knn_lib
+from metric_jax.evaluation.knn import DEFAULT_CHUNK_SIZE, knn
 
 
 def relevant_counts(query_labels: np.ndarray, reference_labels: np.ndarray, *, leave_one_out: bool) -> np.ndarray:
@@ -75,7 +75,7 @@ def metrics_from_neighbors(neighbor_labels, query_labels, num_relevant, ks=(1, 2
 
 
 def retrieval_metrics(query_embeddings, query_labels, reference_embeddings=None, reference_labels=None, *,
-                      ks=(1, 2, 4, 8), metric: str = "cosine", chunk_size: int = knn_lib.DEFAULT_CHUNK_SIZE) -> dict:
+                      ks=(1, 2, 4, 8), metric: str = "cosine", chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
   """Recall@K for each K, precision@1, R-precision and MAP@R of exact nearest-neighbour retrieval.
 
   Args:
@@ -112,7 +112,7 @@ def retrieval_metrics(query_embeddings, query_labels, reference_embeddings=None,
   if max(ks) > available:
     raise ValueError(f"`ks` asks for Recall@{max(ks)} but only {available} reference(s) are available per query.")
   depth = max(max(ks), int(num_relevant.max()))
-  index, _ = knn_lib.knn(queries, None if leave_one_out else references, depth, metric=metric,
+  index, _ = knn(queries, None if leave_one_out else references, depth, metric=metric,
                          exclude_self=leave_one_out, chunk_size=chunk_size)
   return metrics_from_neighbors(reference_labels[index], query_labels, num_relevant, ks)
 
