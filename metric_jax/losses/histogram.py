@@ -34,6 +34,30 @@ def _check_bins(num_bins, margin_bins):
     raise ValueError(f"`margin_bins` must be a Python int in [0, num_bins={num_bins}], got {margin_bins!r}.")
 
 
+def _histograms(similarity, masks, num_bins: int):
+  """Normalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under each of the K masks.
+
+  One segment-sum over the pairs (indexed by their lower node) accumulates, for every mask, the weights that go to the
+  lower and to the upper node; the upper weights are then shifted up by one node.
+  """
+  delta = 2.0 / num_bins
+  position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) / delta
+  lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1).astype(jnp.int32)
+  upper_weight = (position - lower).ravel()
+  columns = []
+  for mask in masks:
+    mask = mask.ravel()
+    columns.append(jnp.where(mask, 1.0 - upper_weight, 0.0))
+    columns.append(jnp.where(mask, upper_weight, 0.0))
+  sums = jax.ops.segment_sum(jnp.stack(columns, axis=1), lower.ravel(), num_segments=num_bins)  # [num_bins, 2K]
+  zero = jnp.zeros((1, sums.shape[1]), sums.dtype)
+  lower_part = jnp.concatenate([sums[:, 0::2], zero[:, 0::2]], axis=0)
+  upper_part = jnp.concatenate([zero[:, 1::2], sums[:, 1::2]], axis=0)
+  counts = jnp.stack([jnp.sum(mask) for mask in masks])
+  hists = (lower_part + upper_part) / jnp.maximum(counts, 1).astype(sums.dtype)[None, :]
+  return hists.T, counts
+
+
 def similarity_histogram(similarity, mask, num_bins: int = 100):
   """Normalized triangular-kernel histogram of the `similarity` entries where `mask` holds.
 
@@ -45,16 +69,8 @@ def similarity_histogram(similarity, mask, num_bins: int = 100):
   Returns:
     `(h [num_bins + 1], count)`: `h` sums to 1 when `count > 0` and is all zeros otherwise.
   """
-  delta = 2.0 / num_bins
-  position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) / delta
-  lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1).astype(jnp.int32)
-  upper_weight = jnp.where(mask, position - lower, 0.0)
-  lower_weight = jnp.where(mask, 1.0 - (position - lower), 0.0)
-  hist = jnp.zeros((num_bins + 1,), similarity.dtype)
-  hist = hist.at[lower.ravel()].add(lower_weight.ravel())
-  hist = hist.at[lower.ravel() + 1].add(upper_weight.ravel())
-  count = jnp.sum(mask)
-  return hist / jnp.maximum(count, 1).astype(similarity.dtype), count
+  hists, counts = _histograms(similarity, [mask], num_bins)
+  return hists[0], counts[0]
 
 
 def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
@@ -81,8 +97,7 @@ def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, k
   """
   _check_bins(num_bins, margin_bins)
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  h_pos, num_pos = similarity_histogram(matrix, masks.positive, num_bins)
-  h_neg, num_neg = similarity_histogram(matrix, masks.negative, num_bins)
+  (h_pos, h_neg), (num_pos, num_neg) = _histograms(matrix, [masks.positive, masks.negative], num_bins)
   cdf_pos = jnp.cumsum(h_pos)
   shifted = jnp.minimum(jnp.arange(num_bins + 1) + margin_bins, num_bins)
   loss = jnp.sum(h_neg * cdf_pos[shifted])
