@@ -53,10 +53,13 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
   neg_logits = margin - matrix
   row_lse, row_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=1)  # [B]: Σ_{k∈N(i)}
   col_lse, col_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=0)  # [M]: Σ_{l∈N(j)}
-  shape = matrix.shape
-  both = jnp.stack([jnp.broadcast_to(row_lse[:, None], shape), jnp.broadcast_to(col_lse[None, :], shape)], axis=-1)
-  both_has = jnp.stack([jnp.broadcast_to(row_has[:, None], shape), jnp.broadcast_to(col_has[None, :], shape)], axis=-1)
-  neg_lse, has_neg = _lse.masked_logsumexp(both, both_has, axis=-1)
+  # log(exp(row_lse_i) + exp(col_lse_j)) for every pair, an empty side contributing 0 (exp(−inf)), on [B, M] only.
+  row_part = jnp.where(row_has, row_lse, -jnp.inf)[:, None]
+  col_part = jnp.where(col_has, col_lse, -jnp.inf)[None, :]
+  has_neg = row_has[:, None] | col_has[None, :]
+  shift = jax.lax.stop_gradient(jnp.where(has_neg, jnp.maximum(row_part, col_part), 0.0))
+  total = jnp.exp(row_part - shift) + jnp.exp(col_part - shift)
+  neg_lse = jnp.log(jnp.where(has_neg, total, 1.0)) + shift
   active = masks.positive & has_neg
   hinge = jax.nn.relu(jnp.where(active, neg_lse + matrix, 0.0))
   num_pos = jnp.sum(masks.positive)

@@ -13,7 +13,7 @@ the anchor is the first valid query of that class that has a positive key, and i
 the same class other than the anchor itself. In a batch that is its own key set, the anchor and positive of a class are
 its first two valid samples; further samples of the class are ignored, and a class with a single sample takes no part in
 the loss (it is neither an anchor nor a negative). The matrix form works on any `[B, M]` dot-product matrix: the
-`[B, B]` table `T_ij = S[i, pos(j)]` (query i against the positive of anchor j) holds every anchor's tuple in its row.
+anchor's tuple is its row restricted to the positive keys of all anchors, read in place (no gather of columns).
 """
 
 from __future__ import annotations
@@ -32,10 +32,15 @@ def _check_bool(value, name):
   return value
 
 
-def _pair_table(matrix, query_labels, key_labels, query_valid, key_valid, self_offset):
-  """Returns `(T [B, B], is_anchor [B])` with `T_ij = S[i, pos(j)]` for the N-pair convention above."""
+def _npair_tuples(matrix, query_labels, key_labels, query_valid, key_valid, self_offset):
+  """Locates the tuples of the N-pair convention above inside the `[B, M]` matrix (no gather of its columns).
+
+  Returns:
+    `(matrix, is_anchor [B], pos_key [B], tuple_mask [B, M], num_anchors)`: `pos_key[i]` is the positive key of
+    anchor i, and `tuple_mask[i, k]` marks the positives of the *other* anchors, i.e. the negatives of anchor i's tuple.
+  """
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  num_queries = matrix.shape[0]
+  num_queries, num_keys = matrix.shape
   query_labels = jnp.asarray(query_labels)
   has_pos = jnp.any(masks.positive, axis=1)
   pos_key = jnp.argmax(masks.positive, axis=1)  # first positive key of each query
@@ -43,32 +48,37 @@ def _pair_table(matrix, query_labels, key_labels, query_valid, key_valid, self_o
   earlier = jnp.arange(num_queries)[None, :] < jnp.arange(num_queries)[:, None]
   taken = jnp.any(same_class & earlier & has_pos[None, :], axis=1)
   is_anchor = has_pos & ~taken
-  table = jnp.take(matrix, pos_key, axis=1)
-  return table, is_anchor
+  is_pos_key = jnp.zeros((num_keys,), bool).at[pos_key].max(is_anchor)
+  tuple_mask = is_anchor[:, None] & is_pos_key[None, :] & (pos_key[:, None] != jnp.arange(num_keys)[None, :])
+  return matrix, is_anchor, pos_key, tuple_mask
 
 
-def _npair_terms(table, is_anchor, mode: str):
-  """Per-anchor losses along rows (anchors as queries) and along columns (positives as queries)."""
-  off_diag = is_anchor[:, None] & is_anchor[None, :] & ~jnp.eye(table.shape[0], dtype=bool)
-  target = jnp.diagonal(table)
-  row_diff = jnp.where(off_diag, table - target[:, None], 0.0)
-  col_diff = jnp.where(off_diag, table - target[None, :], 0.0)
-  if mode == "mc":  # log(1 + Σ_{j≠i} exp(T_ij − T_ii)), computed on the differences (no cancellation).
-    row, _ = _lse.masked_logsumexp(row_diff, off_diag, axis=1, add_one=True)
-    col, _ = _lse.masked_logsumexp(col_diff, off_diag, axis=0, add_one=True)
+def _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode: str):
+  """Per-anchor losses along rows (anchors as queries) and per positive key along columns (positives as anchors)."""
+  target = jnp.take_along_axis(matrix, pos_key[:, None], axis=1)[:, 0]                     # S[a_c, p_c], [B]
+  key_target = jnp.zeros((matrix.shape[1],), matrix.dtype).at[pos_key].add(jnp.where(is_anchor, target, 0.0))
+  row_diff = jnp.where(tuple_mask, matrix - target[:, None], 0.0)        # S[a_c, p_c'] − S[a_c, p_c]
+  col_diff = jnp.where(tuple_mask, matrix - key_target[None, :], 0.0)    # S[a_c', p_c] − S[a_c, p_c]
+  if mode == "mc":  # log(1 + Σ exp(diff)), computed on the differences (no cancellation).
+    row, _ = _lse.masked_logsumexp(row_diff, tuple_mask, axis=1, add_one=True)
+    col, _ = _lse.masked_logsumexp(col_diff, tuple_mask, axis=0, add_one=True)
     return row, col
-  row = jnp.sum(jnp.where(off_diag, jax.nn.softplus(row_diff), 0.0), axis=1)
-  col = jnp.sum(jnp.where(off_diag, jax.nn.softplus(col_diff), 0.0), axis=0)
+  row = jnp.sum(jnp.where(tuple_mask, jax.nn.softplus(row_diff), 0.0), axis=1)
+  col = jnp.sum(jnp.where(tuple_mask, jax.nn.softplus(col_diff), 0.0), axis=0)
   return row, col
 
 
 def _npair_matrix_loss(mode, matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric):
   _check_bool(symmetric, "symmetric")
-  table, is_anchor = _pair_table(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  row, col = _npair_terms(table, is_anchor, mode)
-  per_anchor = 0.5 * (row + col) if symmetric else row
-  # A single pair has no negative: its row term is exactly 0 (mc: log 1, ovo: empty sum), as the contract requires.
-  return _lse.safe_mean(per_anchor, is_anchor)
+  matrix, is_anchor, pos_key, tuple_mask = _npair_tuples(matrix, query_labels, key_labels, query_valid, key_valid,
+                                                         self_offset)
+  row, col = _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode)
+  # A single pair has no negative: its term is exactly 0 (mc: log 1, ovo: empty sum), as the contract requires.
+  num_anchors = jnp.sum(is_anchor)
+  loss = jnp.sum(jnp.where(is_anchor, row, 0.0))
+  if symmetric:  # the column terms live on the positive keys; keys that are no anchor's positive have no term (0).
+    loss = 0.5 * (loss + jnp.sum(col))
+  return loss / jnp.maximum(num_anchors, 1)
 
 
 def npair_mc_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
