@@ -35,27 +35,28 @@ def _check_bins(num_bins, margin_bins):
 
 
 def _histograms(similarity, masks, num_bins: int):
-  """Normalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under each of the K masks.
+  """Normalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks.
 
-  One segment-sum over the pairs (indexed by their lower node) accumulates, for every mask, the weights that go to the
-  lower and to the upper node; the upper weights are then shifted up by one node.
+  One segment-sum over the pairs, indexed by (mask, lower node), accumulates the weights that go to the lower and to
+  the upper node; the upper weights are then shifted up by one node.
   """
   delta = 2.0 / num_bins
   position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) / delta
   lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1).astype(jnp.int32)
-  upper_weight = (position - lower).ravel()
-  columns = []
-  for mask in masks:
-    mask = mask.ravel()
-    columns.append(jnp.where(mask, 1.0 - upper_weight, 0.0))
-    columns.append(jnp.where(mask, upper_weight, 0.0))
-  sums = jax.ops.segment_sum(jnp.stack(columns, axis=1), lower.ravel(), num_segments=num_bins)  # [num_bins, 2K]
-  zero = jnp.zeros((1, sums.shape[1]), sums.dtype)
-  lower_part = jnp.concatenate([sums[:, 0::2], zero[:, 0::2]], axis=0)
-  upper_part = jnp.concatenate([zero[:, 1::2], sums[:, 1::2]], axis=0)
+  segment = lower
+  selected = jnp.zeros(similarity.shape, bool)
+  for k, mask in enumerate(masks):
+    segment = jnp.where(mask, lower + k * num_bins, segment)
+    selected = selected | mask
+  upper_weight = jnp.where(selected, position - lower, 0.0)
+  lower_weight = jnp.where(selected, 1.0 - (position - lower), 0.0)
+  weights = jnp.stack([lower_weight.ravel(), upper_weight.ravel()], axis=1)
+  sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins)
+  sums = sums.reshape(len(masks), num_bins, 2)
+  zero = jnp.zeros((len(masks), 1), sums.dtype)
+  hists = jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
   counts = jnp.stack([jnp.sum(mask) for mask in masks])
-  hists = (lower_part + upper_part) / jnp.maximum(counts, 1).astype(sums.dtype)[None, :]
-  return hists.T, counts
+  return hists / jnp.maximum(counts, 1).astype(sums.dtype)[:, None], counts
 
 
 def similarity_histogram(similarity, mask, num_bins: int = 100):
