@@ -1,0 +1,99 @@
+"""The table of registry losses the contract tests run over: every registry name with its defaults, plus option combos.
+
+The table *is* the contract: a name listed here that the registry does not hold makes its tests fail (not skip).
+
+`zero_without_pos` / `zero_without_neg`: whether the loss (with `zero_hparams` added) is exactly 0, with a zero gradient,
+on a batch that has no positive pair / no negative pair. Losses that sum independent positive and negative terms
+(contrastive, PairNet PLoss, binomial deviance, GPW pair form) have a non-zero value from the other kind of pair and are
+marked False for it. `zero_hparams` switches off terms that do not come from pairs at all (N-pair's L2 penalty on the
+embedding norms). Every loss is 0 on a batch without any pair (a single valid row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict
+
+REGISTRY_NAMES = (
+    "contrastive",
+    "pairnet",
+    "triplet",
+    "npair_mc",
+    "npair_ovo",
+    "nca",
+    "lifted_structure",
+    "generalized_lifted_structure",
+    "multi_similarity",
+    "binomial_deviance",
+    "histogram",
+    "gpw_pair",
+    "gpw_triplet",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  name: str
+  hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  zero_without_pos: bool = True
+  zero_without_neg: bool = True
+  zero_hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def id(self) -> str:
+    if not self.hparams:
+      return self.name
+    return self.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items())) + "]"
+
+
+def _pairwise(name, **hparams):
+  """A loss that sums a positive-pair term and a negative-pair term: non-zero with either kind alone."""
+  return Case(name, hparams, zero_without_pos=False, zero_without_neg=False)
+
+
+CASES = (
+    # S0 / Hadsell et al. 2006.
+    _pairwise("contrastive"),
+    _pairwise("contrastive", distance="squared_euclidean", hinge_power=2, pos_margin=0.1),
+    _pairwise("pairnet"),
+    _pairwise("pairnet", b=0.3, m=1.0),
+    # Triplet (Schroff et al. 2015 / Hermans et al. 2017).
+    Case("triplet"),
+    Case("triplet", {"mining": "hard"}),
+    Case("triplet", {"mining": "semihard"}),
+    Case("triplet", {"mining": "hard", "soft": True}),
+    Case("triplet", {"mining": "all", "soft": True}),
+    Case("triplet", {"mining": "all", "squared": True, "margin": 0.5}),
+    # S3: N-pair (Sohn 2016) and NCA (Goldberger et al. 2005).
+    Case("npair_mc"),
+    Case("npair_mc", {"symmetric": True}),
+    Case("npair_mc", {"l2_reg": 0.002}, zero_hparams={"l2_reg": 0.0}),
+    Case("npair_ovo"),
+    Case("npair_ovo", {"symmetric": True}),
+    Case("nca"),
+    Case("nca", {"softmax_scale": 4.0}),
+    # Lifted structure (Song et al. 2016) and its generalization (Hermans et al. 2017).
+    Case("lifted_structure"),
+    Case("generalized_lifted_structure"),
+    # Multi-similarity (Wang et al. 2019): with and without the "+1", without epsilon-mining.
+    Case("multi_similarity"),
+    Case("multi_similarity", {"plus_one": False}),
+    _pairwise("multi_similarity", mining=False),
+    # S4: binomial deviance (Yi et al. 2014) and histogram loss (Ustinova & Lempitsky 2016).
+    _pairwise("binomial_deviance"),
+    _pairwise("binomial_deviance", neg_cost=1.0, alpha=10.0),
+    Case("histogram"),
+    Case("histogram", {"num_bins": 11, "margin_bins": 1}),
+    # S1: general pair weighting.
+    _pairwise("gpw_pair"),
+    _pairwise("gpw_pair", weighting="power", normalize=True),
+    _pairwise("gpw_pair", weighting="exponential"),
+    Case("gpw_triplet"),
+    Case("gpw_triplet", {"mining": "batch_hard", "weighting": "exponential"}),
+    Case("gpw_triplet", {"mining": "semihard", "weighting": "power", "normalize": True}),
+)
+
+DEFAULT_CASES = tuple(Case(c.name, {}, c.zero_without_pos, c.zero_without_neg, c.zero_hparams)
+                      for c in CASES if not c.hparams)
+
+assert sorted(c.name for c in DEFAULT_CASES) == sorted(REGISTRY_NAMES)
