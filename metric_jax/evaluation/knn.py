@@ -29,21 +29,34 @@ DEFAULT_REFERENCE_CHUNK_SIZE = 65536
 GROUP_SIZE = 32
 
 
-@functools.partial(jax.jit, static_argnames=("k", "exclude_self", "group_size"))
-def _chunk_top_k(queries, references, bias, query_start, reference_start, *, k, exclude_self, group_size):
-  """Top k of `queries @ references.T + bias` per row; returns (scores [b, k], reference indices [b, k])."""
-  scores = jnp.matmul(queries, references.T, precision=jax.lax.Precision.HIGHEST) + bias[None, :]
+@functools.partial(jax.jit, static_argnames=("k", "exclude_self", "group_size", "use_bias", "padded"))
+def _chunk_top_k(queries, references, bias, query_start, reference_start, num_refs, *, k, exclude_self, group_size,
+                 use_bias, padded):
+  """Top k of `queries @ references.T (+ bias)` per row; returns (scores [b, k], reference indices [b, k]).
+
+  Columns at or past `num_refs` (padding) and, with `exclude_self`, column `query_start + i` of row i never rank.
+  """
+  scores = jnp.matmul(queries, references.T, precision=jax.lax.Precision.HIGHEST)
+  if use_bias:
+    scores = scores + bias[None, :]
   b, m = scores.shape
   columns = reference_start + jnp.arange(m)
-  if exclude_self:
-    rows = query_start + jnp.arange(b)
-    scores = jnp.where(rows[:, None] == columns[None, :], -jnp.inf, scores)
+  if exclude_self or padded:
+    drop = jnp.zeros((b, m), dtype=bool)
+    if exclude_self:
+      drop = drop | ((query_start + jnp.arange(b))[:, None] == columns[None, :])
+    if padded:
+      drop = drop | (columns >= num_refs)[None, :]
+    scores = jnp.where(drop, -jnp.inf, scores)
   num_groups = m // group_size
   if group_size > 1 and m % group_size == 0 and num_groups > k:
-    grouped = scores.reshape(b, num_groups, group_size)
-    _, groups = jax.lax.top_k(jnp.max(grouped, axis=2), k)
+    _, groups = jax.lax.top_k(jnp.max(scores.reshape(b, num_groups, group_size), axis=2), k)
     groups = jnp.sort(groups, axis=1)  # index order, so that ties among candidates still go to the lower index
-    candidates = jnp.take_along_axis(grouped, groups[:, :, None], axis=1).reshape(b, k * group_size)
+    # One flat gather of the k * g candidate scores per row (sorted, unique, in bounds: XLA's fast path on CPU).
+    flat = (jnp.arange(b)[:, None, None] * m + groups[:, :, None] * group_size
+            + jnp.arange(group_size)[None, None, :]).reshape(-1)
+    candidates = scores.reshape(-1).at[flat].get(mode="promise_in_bounds", indices_are_sorted=True,
+                                                 unique_indices=True).reshape(b, k * group_size)
     values, position = jax.lax.top_k(candidates, k)
     index = jnp.take_along_axis(groups, position // group_size, axis=1) * group_size + position % group_size
   else:
@@ -120,8 +133,9 @@ def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude
   padded_refs = ref_chunk * num_ref_chunks
   r_pad = np.zeros((padded_refs, r_op.shape[1]), np.float32)
   r_pad[:num_refs] = r_op
-  b_pad = np.full((padded_refs,), -np.inf, np.float32)  # padded references never rank
+  b_pad = np.zeros((padded_refs,), np.float32)
   b_pad[:num_refs] = bias
+  use_bias = metric in ("euclidean", "squared_euclidean")
   ref_chunks = [(jnp.asarray(r_pad[s:s + ref_chunk]), jnp.asarray(b_pad[s:s + ref_chunk]), s)
                 for s in range(0, padded_refs, ref_chunk)]
 
@@ -134,7 +148,8 @@ def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude
     q = jnp.asarray(q)
     values = index = None
     for r, bias_chunk, r_start in ref_chunks:
-      new = _chunk_top_k(q, r, bias_chunk, start, r_start, k=k, exclude_self=exclude_self, group_size=GROUP_SIZE)
+      new = _chunk_top_k(q, r, bias_chunk, start, r_start, num_refs, k=k, exclude_self=exclude_self,
+                         group_size=GROUP_SIZE, use_bias=use_bias, padded=padded_refs > num_refs)
       values, index = new if values is None else _merge(values, index, *new, k=k)
     out_values.append(values)
     out_index.append(index)
