@@ -130,23 +130,54 @@ def _embedding_l2(embeddings, valid, l2_reg):
   return l2_reg * _lse.safe_mean(sq_norms, valid)
 
 
+def _anchor_positive_matrix(embeddings, labels_, valid):
+  """The compact `[K, K]` dot-product matrix `A Pᵀ` of anchors × positives, `K = max(B // 2, 1)`.
+
+  Every anchor owns a distinct positive, so a batch of B rows has at most B // 2 tuples. The anchors (picked with the
+  convention of the module docstring on the label masks alone) are moved to the first slots; slots past the number of
+  anchors are marked invalid. Row k and column k then form tuple k, which the matrix form finds with the labels
+  `arange(K)` and no self pairs. The product costs a quarter of the full `[B, B]` matrix.
+  """
+  num_rows = embeddings.shape[0]
+  masks = labels.pair_masks(labels_, query_valid=valid)
+  has_pos = jnp.any(masks.positive, axis=1)
+  pos_key = jnp.argmax(masks.positive, axis=1)
+  same_class = labels_[:, None] == labels_[None, :]
+  earlier = jnp.arange(num_rows)[None, :] < jnp.arange(num_rows)[:, None]
+  is_anchor = has_pos & ~jnp.any(same_class & earlier & has_pos[None, :], axis=1)
+  num_slots = max(num_rows // 2, 1)
+  anchor_rows = jnp.argsort(~is_anchor, stable=True)[:num_slots]
+  slot_valid = is_anchor[anchor_rows]
+  anchors = jnp.take(embeddings, anchor_rows, axis=0)
+  positives = jnp.take(embeddings, pos_key[anchor_rows], axis=0)
+  return pairwise.dot_product(anchors, positives), jnp.arange(num_slots), slot_valid
+
+
 @register("npair_mc")
 def npair_mc(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0):
   """N-pair-mc loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
 
-  `l2_reg` is the paper's L2 regularizer of the (unnormalized) embedding norms; 0 turns it off (the default, so that
-  a batch without pairs gives exactly 0).
+  Equal to `npair_mc_loss` on the full `[B, B]` dot-product matrix, but computed on the `[B/2, B/2]` matrix of anchors
+  × positives only. `l2_reg` is the paper's L2 regularizer of the (unnormalized) embedding norms; 0 turns it off (the
+  default, so that a batch without pairs gives exactly 0).
   """
   embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  loss = npair_mc_loss(pairwise.dot_product(embeddings), labels_, query_valid=valid, symmetric=symmetric)
+  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid)
+  loss = npair_mc_loss(matrix, slot_labels, slot_labels, query_valid=slot_valid, key_valid=slot_valid,
+                       self_offset=None, symmetric=symmetric)
   return loss + _embedding_l2(embeddings, valid, l2_reg)
 
 
 @register("npair_ovo")
 def npair_ovo(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0):
-  """N-pair-ovo loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows."""
+  """N-pair-ovo loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
+
+  Computed, like `npair_mc`, on the `[B/2, B/2]` matrix of anchors × positives.
+  """
   embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  loss = npair_ovo_loss(pairwise.dot_product(embeddings), labels_, query_valid=valid, symmetric=symmetric)
+  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid)
+  loss = npair_ovo_loss(matrix, slot_labels, slot_labels, query_valid=slot_valid, key_valid=slot_valid,
+                        self_offset=None, symmetric=symmetric)
   return loss + _embedding_l2(embeddings, valid, l2_reg)
 
 

@@ -131,6 +131,22 @@ def test_rectangular_matrix_form_pairs_each_query_with_its_first_positive_key():
   np.testing.assert_allclose(value, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["mc", "ovo"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_registry_form_on_the_compact_matrix_equals_the_full_matrix_form(mode, symmetric):
+  """The registry form works on anchors × positives only; the matrix form on all of `E Eᵀ` must agree, with padding."""
+  rng = np.random.default_rng(3)
+  labels = np.array([3, 1, 3, 0, 1, 3, 2, 0, 4, 4, 1], np.int32)
+  valid = np.array([True, True, False, True, True, True, True, True, True, False, True])
+  embeddings = rng.normal(size=(labels.size, 4)).astype(np.float32)
+  fn = lambda e: losses.get(f"npair_{mode}")(e, labels, valid=valid, symmetric=symmetric)
+  full = lambda e: getattr(npair, f"npair_{mode}_loss")(e @ e.T, labels, query_valid=valid, symmetric=symmetric)
+  value, grad = jax.value_and_grad(fn)(jnp.asarray(embeddings))
+  expected_value, expected_grad = jax.value_and_grad(full)(jnp.asarray(embeddings))
+  np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
 def _pml_value_and_grad(embeddings, labels):
   e = torch.tensor(embeddings, dtype=torch.float64, requires_grad=True)
   loss_fn = pml_losses.NPairsLoss(distance=pml_distances.DotProductSimilarity(normalize_embeddings=False))
