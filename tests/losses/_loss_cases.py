@@ -40,6 +40,10 @@ class Case:
   zero_hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
+  def stop_gradient_weights(self) -> bool:
+    return self.name.startswith("gpw_") and self.hparams.get("weighting", "constant") != "constant"
+
+  @property
   def id(self) -> str:
     if not self.hparams:
       return self.name
@@ -84,16 +88,16 @@ CASES = (
     _pairwise("binomial_deviance", neg_cost=1.0, alpha=10.0),
     Case("histogram"),
     Case("histogram", {"num_bins": 11, "margin_bins": 1}),
-    # S1: general pair weighting.
+    # S1: general pair weighting (Wang et al. 2019), Eq. 18 / Eq. 21 with mining x weighting x normalization.
     _pairwise("gpw_pair"),
-    _pairwise("gpw_pair", weighting="power", normalize=True),
-    _pairwise("gpw_pair", weighting="exponential"),
+    _pairwise("gpw_pair", weighting="power", p=2.0, q=2.0, normalize="anchor", distance="squared_euclidean"),
+    Case("gpw_pair", {"mining": "multi_similarity", "weighting": "exponential", "normalize": "batch"}),
     Case("gpw_triplet"),
     Case("gpw_triplet", {"mining": "batch_hard", "weighting": "exponential"}),
-    Case("gpw_triplet", {"mining": "semihard", "weighting": "power", "normalize": True}),
+    Case("gpw_triplet", {"mining": "semihard", "weighting": "power", "p": 2.0, "normalize": "anchor",
+                         "distance": "squared_euclidean"}),
 )
 
-DEFAULT_CASES = tuple(Case(c.name, {}, c.zero_without_pos, c.zero_without_neg, c.zero_hparams)
-                      for c in CASES if not c.hparams)
+DEFAULT_CASES = tuple(c for c in CASES if not c.hparams)
 
 assert sorted(c.name for c in DEFAULT_CASES) == sorted(REGISTRY_NAMES)

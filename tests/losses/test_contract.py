@@ -38,19 +38,28 @@ CASE_BY_ID = {case.id: case for case in CASES}
 CASE_IDS = [case.id for case in CASES]
 
 
-def _loss(case_id: str, zero: bool = False):
-  """The registry function with the case's hyperparameters bound (fails the test if the name is not registered)."""
+def _hparams(case_id: str, zero: bool = False) -> tuple:
   case = CASE_BY_ID[case_id]
   hparams = dict(case.hparams)
   if zero:
     hparams.update(case.zero_hparams)
-  return functools.partial(losses.get(case.name), **hparams)
+  return case.name, tuple(sorted(hparams.items()))
+
+
+def _loss(case_id: str, zero: bool = False):
+  """The registry function with the case's hyperparameters bound (fails the test if the name is not registered)."""
+  name, hparams = _hparams(case_id, zero)
+  return functools.partial(losses.get(name), **dict(hparams))
+
+
+def _jit_value_and_grad(case_id: str, zero: bool = False):
+  """`jit(value_and_grad)` of the loss in `(embeddings, labels, valid)`; one per distinct (name, hparams)."""
+  return _compiled(*_hparams(case_id, zero))
 
 
 @functools.lru_cache(maxsize=None)
-def _jit_value_and_grad(case_id: str, zero: bool = False):
-  """`jit(value_and_grad)` of the loss in `(embeddings, labels, valid)`; cached so each case compiles once per shape."""
-  loss = _loss(case_id, zero)
+def _compiled(name: str, hparams: tuple):
+  loss = functools.partial(losses.get(name), **dict(hparams))
   return jax.jit(jax.value_and_grad(lambda e, l, v: loss(e, l, valid=v)))
 
 
@@ -83,16 +92,33 @@ def _assert_finite(value, grad, what=""):
 # ------------------------------------------------------------------------------------------------ must-hold 2: gradients
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_gradient_matches_finite_differences_in_float64(case_id):
+  labels, embeddings = _labels(4), _embeddings(1, dtype=np.float64)
+  # The check is only meaningful where the loss is active: random inputs with norms ~1, away from the hinges' kinks.
+  _, grad32 = _jit_value_and_grad(case_id)(embeddings.astype(np.float32), labels, _all_valid())
+  assert float(jnp.max(jnp.abs(grad32))) > 1e-4, f"{case_id}: zero gradient at the random test point"
+  case = CASE_BY_ID[case_id]
+  hparams = dict(case.hparams)
+  if case.stop_gradient_weights:
+    hparams["weighting"] = "constant"        # the value's derivative; the weighted gradient is checked below
+  with jax.enable_x64(True):
+    loss = functools.partial(losses.get(case.name), **hparams)
+    fn = jax.jit(lambda e: loss(e, jnp.asarray(labels)))
+    assert fn(jnp.asarray(embeddings)).dtype == jnp.float64
+    jtu.check_grads(fn, (jnp.asarray(embeddings),), order=1, modes=("fwd", "rev"), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case_id", [case.id for case in CASES if case.stop_gradient_weights])
+def test_stop_gradient_weighted_losses_forward_and_reverse_modes_agree(case_id):
+  """`<v, J^T u> == <J v, u>` for the GPW losses whose weights are stopped-gradient functions of the distances."""
+  labels, embeddings = _labels(4), _embeddings(1, dtype=np.float64)
+  tangent = np.random.default_rng(3).normal(size=embeddings.shape)
   with jax.enable_x64(True):
     loss = _loss(case_id)
-    labels = jnp.asarray(_labels(4))
-    embeddings = jnp.asarray(_embeddings(1, dtype=np.float64))
-    fn = jax.jit(lambda e: loss(e, labels))
-    value, grad = jax.value_and_grad(fn)(embeddings)
-    assert value.dtype == jnp.float64
-    # The check is only meaningful where the loss is active: random inputs away from any kink of the hinges.
-    assert float(jnp.max(jnp.abs(grad))) > 1e-6, f"{case_id}: zero gradient at the random test point"
-    jtu.check_grads(fn, (embeddings,), order=1, modes=("fwd", "rev"), eps=1e-6, atol=1e-6, rtol=1e-5)
+    fn = lambda e: loss(e, jnp.asarray(labels))
+    _, jvp_out = jax.jit(lambda e, t: jax.jvp(fn, (e,), (t,)))(embeddings, tangent)
+    grad = jax.jit(jax.grad(fn))(embeddings)
+    assert float(jnp.max(jnp.abs(grad))) > 1e-6
+    _assert_close(jnp.vdot(grad, tangent), jvp_out, rtol=1e-10, atol=1e-12, what="<grad, v> vs jvp(v)")
 
 
 # ------------------------------------------------------------------------------- must-hold 3: jit, vmap and padding
