@@ -27,6 +27,9 @@ import jax.numpy as jnp
 from metric_jax import _checks
 
 WEIGHTINGS = ("constant", "power", "exponential")
+# Unnormalized exponential weights use exp(min(scale * x, MAX_EXPONENT)): finite in float32 (exp(80) ~ 5.5e34, leaving
+# room for the sums they enter); the cap only acts where the exact weight would overflow.
+MAX_EXPONENT = 80.0
 NORMALIZATIONS = ("none", "anchor", "batch")
 
 
@@ -45,10 +48,12 @@ def power(violation, p: float = 1.0):
 def exponential(violation, scale: float = 1.0):
   """`w = exp(scale * x)` under stop-gradient. `scale` is the GPW paper's alpha (positives/triplets) or beta (negatives).
 
-  Unnormalized exponential weights overflow for `scale * x` above ~88 (float32); use `normalized` for large violations.
+  The exponent is capped at `MAX_EXPONENT` so that the weight stays finite (the exact weight would overflow there); use
+  `normalized_exponential` for weights that stay exact at any violation.
   """
   _checks.check_positive(scale, "scale")
-  return jax.lax.stop_gradient(jnp.exp(scale * jax.lax.stop_gradient(violation)))
+  z = jnp.minimum(scale * jax.lax.stop_gradient(violation), MAX_EXPONENT)
+  return jax.lax.stop_gradient(jnp.exp(z))
 
 
 def weights(kind: str, violation, *, exponent: float = 1.0, scale: float = 1.0):
@@ -113,15 +118,35 @@ def normalized_exponential(violation, mask, *, scale: float = 1.0, over: str = "
   return jax.lax.stop_gradient(jnp.where(denom > 0, e / jnp.where(denom > 0, denom, 1.0), 0.0))
 
 
+def normalized_power(violation, mask, *, p: float = 1.0, over: str = "anchor", offset: float = 0.0):
+  """`[x]_+^p / (offset + sum_mask [x]_+^(p+1))^(p/(p+1))`: power weights normalized by the (p+1)-norm of the violations.
+
+  This is the normalization of power weights that is a gradient (of `(offset + sum [x]_+^(p+1))^(1/(p+1))`), used by the
+  GPW losses; plain `normalize(power(x, p), ...)` is not the gradient of any function.
+  """
+  _checks.check_choice(over, "over", NORMALIZATIONS[1:])
+  _checks.check_positive(p, "p", strict=False)
+  _checks.check_positive(offset, "offset", strict=False)
+  x = jnp.where(mask, jnp.maximum(jax.lax.stop_gradient(violation), 0.0), 0.0)
+  axis = 1 if over == "anchor" else None
+  total = offset + jnp.sum(jnp.power(x, p + 1.0), axis=axis, keepdims=True)
+  w = jnp.where(mask, jnp.power(x, p), 0.0)
+  scale = jnp.where(total > 0, jnp.power(jnp.where(total > 0, total, 1.0), -p / (p + 1.0)), 0.0)
+  return jax.lax.stop_gradient(w * scale)
+
+
 def pair_weights(kind: str, violation, mask, *, exponent: float = 1.0, scale: float = 1.0, normalization="none",
                  offset: float = 0.0):
-  """Weights of the selected pairs: `weights(kind, ...)` then optional `normalize` (`NORMALIZATIONS`).
+  """Weights of the selected pairs as the GPW losses use them: `weights(kind, ...)`, then for `normalization` in
+  {"anchor", "batch"}: `normalize` (constant), `normalized_exponential`, `normalized_power`.
 
   Returns `[B, M]` stop-gradient weights, 0 outside `mask`.
   """
   _checks.check_choice(normalization, "normalize", NORMALIZATIONS)
   if kind == "exponential" and normalization != "none":
     return normalized_exponential(violation, mask, scale=scale, over=normalization, offset=offset)
+  if kind == "power" and normalization != "none":
+    return normalized_power(violation, mask, p=exponent, over=normalization, offset=offset)
   _checks.check_choice(kind, "weighting", WEIGHTINGS)
   w = jnp.where(mask, weights(kind, jnp.where(mask, violation, 0.0), exponent=exponent, scale=scale), 0.0)
   if normalization == "none":
@@ -131,5 +156,5 @@ def pair_weights(kind: str, violation, mask, *, exponent: float = 1.0, scale: fl
 
 __all__ = [
     "WEIGHTINGS", "NORMALIZATIONS", "constant", "power", "exponential", "weights", "normalize",
-    "normalized_exponential", "pair_weights",
+    "normalized_exponential", "normalized_power", "pair_weights",
 ]

@@ -9,8 +9,23 @@ Triplet form over the mined triplets T:
     L = sum_{(i,j,k) in T} w_ijk h(D_ij - D_ik + m)
 
 with `h(x) = [x]_+` (the paper's hinge; `hinge=True`) or `h(x) = x` (`hinge=False`, for losses whose GPW weights are
-defined on every mined pair, such as multi-similarity and N-pair). The weights are computed from stopped-gradient
-distances (`metric_jax.weighting`), so `dL/dD_ij = w+_ij` and `dL/dD_ik = -w-_ik`: the weights *are* the gradient.
+defined on every mined pair, such as multi-similarity and N-pair). The paper defines the loss by its gradient: the
+weights are constants (stop-gradient) and `dL/dD_ij = w+_ij`, `dL/dD_ik = -w-_ik`, `dL/dD_ij = w_ijk`. We return as the
+value the *potential* whose exact gradient is those weights (`metric_jax.weighting` gives the same weights directly),
+so the value, its finite differences and its autodiff gradient agree:
+
+    constant      sum x                       (contrastive / triplet; exactly Eq. 18 / 21 with w = 1)
+    power         sum [x]_+^(p+1) / (p+1)     (w = [x]_+^p)
+    exponential   sum (e^{alpha x} - 1)/alpha (w = e^{alpha x}; exponent capped at `weighting.MAX_EXPONENT`)
+
+and, normalized over a group (an anchor's positives, its negatives, its triplets, or the whole batch) with offset c,
+
+    constant      sum x / (c + n)                          (w = 1 / (c + n))
+    exponential   log(c + sum e^{alpha x}) / alpha         (w = e^{alpha x} / (c + sum e^{alpha x}): lifted structure,
+                                                            multi-similarity, N-pair; their exact loss values)
+    power         (c + sum [x]_+^(p+1))^(1/(p+1)) - c^(1/(p+1))
+                  (w = [x]_+^p / (c + sum [x]_+^(p+1))^(p/(p+1)): power weights normalized by the (p+1)-norm of the
+                   violations; the ratio [x]^p / sum [x]^p is not the gradient of any function, so it has no loss)
 
 Options (all hyperparameters are keywords):
   mining (`metric_jax.mining`): `"none"`, `"threshold"` (pos `D > pos_threshold`, neg `D < neg_threshold`),
@@ -18,8 +33,8 @@ Options (all hyperparameters are keywords):
     `"multi_similarity"` (epsilon-mining, distance form).
   weighting (`metric_jax.weighting`): `"constant"`; `"power"` `w = [x]_+^p` (`p` for positives / triplets, `q` for
     negatives); `"exponential"` `w = exp(alpha x)` for positives / triplets, `exp(beta x)` for negatives.
-  normalize: `"none"`, `"anchor"` (weights divided by `normalize_offset + sum` over the anchor's selected positives, and
-    separately negatives; or over the anchor's triplets) or `"batch"` (the same over the whole batch).
+  normalize: `"none"` (or False), `"anchor"` (or True; per anchor: its positives and its negatives separately, or its
+    triplets) or `"batch"` (over the whole batch), with offset `normalize_offset`.
   With the hinge, only items with `x > 0` are selected (the others have zero loss), and normalization runs over them.
   Square-distance variants (paper Eq. 35-37): pass squared distances (`distance="squared_euclidean"` in the registry
   form). For similarities `S` (cosine), use `D = -S` and thresholds `m = -lambda` (`distance="negative_cosine"`).
@@ -37,6 +52,8 @@ References:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -49,6 +66,13 @@ DISTANCES = ("euclidean", "squared_euclidean", "negative_cosine")
 
 def _safe_divide(num, den):
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def _normalization(normalize):
+  """`normalize` as a name; `True` means `"anchor"` and `False` means `"none"`."""
+  if isinstance(normalize, bool):
+    return "anchor" if normalize else "none"
+  return normalize
 
 
 def _check_common(mining, weighting, normalize, reduction, hinge, normalize_offset, powers, scales):
@@ -73,10 +97,82 @@ def _reduce(total, reduction, num_selected, query_valid_count):
   return _safe_divide(total, query_valid_count)
 
 
+class _Stats(NamedTuple):
+  """Per-group (anchor row) statistics of the selected violations `x`, each `[R]`."""
+  count: jnp.ndarray     # number of selected items
+  sum_x: jnp.ndarray     # sum x                        (constant weights)
+  sum_pow: jnp.ndarray   # sum [x]_+^(p+1)              (power weights)
+  sum_exp: jnp.ndarray   # sum (e^{alpha x} - 1)/alpha  (exponential weights, unnormalized, exponent capped)
+  lse: jnp.ndarray       # log sum e^{alpha x}, -inf when empty (exponential weights, normalized)
+
+
+def _safe_pow(x, e):
+  """`x^e` for `x >= 0` with finite gradients at 0 (for any `e > 0`)."""
+  positive = x > 0
+  return jnp.where(positive, jnp.power(jnp.where(positive, x, 1.0), e), 0.0)
+
+
+def _element_stats(x, mask, weighting, p, alpha, axis=1):
+  count = jnp.sum(mask, axis=axis).astype(x.dtype)
+  zeros = jnp.zeros_like(count)
+  sum_x, sum_pow, sum_exp, lse = zeros, zeros, zeros, jnp.full_like(count, -jnp.inf)
+  if weighting == "constant":
+    sum_x = jnp.sum(jnp.where(mask, x, 0.0), axis=axis)
+  elif weighting == "power":
+    sum_pow = jnp.sum(jnp.where(mask, _safe_pow(jnp.maximum(x, 0.0), p + 1.0), 0.0), axis=axis)
+  else:
+    z = jnp.where(mask, alpha * x, -jnp.inf)
+    sum_exp = jnp.sum(jnp.where(mask, jnp.exp(jnp.minimum(jnp.where(mask, alpha * x, 0.0),
+                                                          _weighting.MAX_EXPONENT)) - 1.0, 0.0), axis=axis) / alpha
+    lse = _masked_logsumexp(z, mask, axis=axis)
+  return _Stats(count, sum_x, sum_pow, sum_exp, lse)
+
+
+def _masked_logsumexp(z, mask, axis):
+  """`log sum_mask e^z` along `axis`; `-inf` (with zero gradient) where nothing is selected."""
+  has = jnp.any(mask, axis=axis)
+  peak = jax.lax.stop_gradient(jnp.max(jnp.where(mask, z, -jnp.inf), axis=axis, keepdims=True))
+  peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+  total = jnp.sum(jnp.where(mask, jnp.exp(jnp.where(mask, z, 0.0) - peak), 0.0), axis=axis)
+  out = jnp.log(jnp.where(has, total, 1.0)) + jnp.squeeze(peak, axis)
+  return jnp.where(has, out, -jnp.inf)
+
+
+def _potential(stats: _Stats, weighting, normalize, p, alpha, offset):
+  """The GPW potential: a scalar whose gradient with respect to each selected `x` is that item's GPW weight.
+
+    none:        constant  sum x;   power  sum [x]_+^(p+1) / (p+1);   exponential  sum (e^{alpha x} - 1) / alpha
+    per group:   constant  sum x / (c + n);   power  (c + sum [x]_+^(p+1))^(1/(p+1)) - c^(1/(p+1));
+                 exponential  log(c + sum e^{alpha x}) / alpha  (0 for an empty group with c = 0)
+  """
+  if normalize == "batch":
+    stats = _Stats(jnp.sum(stats.count, keepdims=True), jnp.sum(stats.sum_x, keepdims=True),
+                   jnp.sum(stats.sum_pow, keepdims=True), jnp.sum(stats.sum_exp, keepdims=True),
+                   _masked_logsumexp(stats.lse, jnp.isfinite(stats.lse), axis=0)[None])
+  if normalize == "none":
+    if weighting == "constant":
+      return jnp.sum(stats.sum_x)
+    if weighting == "power":
+      return jnp.sum(stats.sum_pow) / (p + 1.0)
+    return jnp.sum(stats.sum_exp)
+  if weighting == "constant":
+    return jnp.sum(_safe_divide(stats.sum_x, offset + stats.count))
+  if weighting == "power":
+    root = 1.0 / (p + 1.0)
+    return jnp.sum(_safe_pow(offset + stats.sum_pow, root) - (offset ** root if offset > 0 else 0.0))
+  has = jnp.isfinite(stats.lse)
+  lse = jnp.where(has, stats.lse, 0.0)
+  if offset > 0:
+    value = jnp.logaddexp(jnp.log(offset), jnp.where(has, lse, -jnp.inf))
+  else:
+    value = jnp.where(has, lse, 0.0)
+  return jnp.sum(value) / alpha
+
+
 def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
                   pos_margin: float = 0.0, neg_margin: float = 1.0, mining: str = "none", margin: float = 0.2,
                   epsilon: float = 0.1, weighting: str = "constant", p: float = 1.0, q: float = 1.0,
-                  alpha: float = 2.0, beta: float = 50.0, normalize: str = "none", normalize_offset: float = 0.0,
+                  alpha: float = 2.0, beta: float = 50.0, normalize="none", normalize_offset: float = 0.0,
                   hinge: bool = True, reduction: str = "mean"):
   """GPW pair form (Eq. 18) on a `[B, M]` distance matrix; see the module docstring.
 
@@ -93,8 +189,8 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
     weighting: `"constant"`, `"power"` or `"exponential"`.
     p, q: powers for positive / negative pairs (default 1).
     alpha, beta: exponential scales for positive / negative pairs (multi-similarity's defaults 2 and 50).
-    normalize: `"none"`, `"anchor"` or `"batch"`.
-    normalize_offset: constant added to every normalization denominator (1 gives multi-similarity's "1 +").
+    normalize: `"none"` (or False), `"anchor"` (or True) or `"batch"`.
+    normalize_offset: constant `c` added to every normalization denominator (1 gives multi-similarity's "1 +").
     hinge: `[x]_+` (True, Eq. 18) or the linear term `x` on the mined pairs (False).
     reduction: `"mean"`, `"anchor_mean"` or `"sum"`.
 
@@ -103,6 +199,7 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
   """
   d, masks = _labels.check_matrix_inputs(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
                                          matrix_name="distance")
+  normalize = _normalization(normalize)
   _check_common(mining, weighting, normalize, reduction, hinge, normalize_offset, (("p", p), ("q", q)),
                 (("alpha", alpha), ("beta", beta)))
   if isinstance(pos_margin, (int, float)) and isinstance(neg_margin, (int, float)) and pos_margin > neg_margin:
@@ -114,70 +211,60 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
   if hinge:
     pos = pos & (jax.lax.stop_gradient(x_pos) > 0)
     neg = neg & (jax.lax.stop_gradient(x_neg) > 0)
-  w_pos = _weighting.pair_weights(weighting, x_pos, pos, exponent=p, scale=alpha, normalization=normalize,
-                                  offset=normalize_offset)
-  w_neg = _weighting.pair_weights(weighting, x_neg, neg, exponent=q, scale=beta, normalization=normalize,
-                                  offset=normalize_offset)
-  total = jnp.sum(jnp.where(pos, w_pos * x_pos, 0.0)) + jnp.sum(jnp.where(neg, w_neg * x_neg, 0.0))
+  total = (_potential(_element_stats(x_pos, pos, weighting, p, alpha), weighting, normalize, p, alpha,
+                      normalize_offset)
+           + _potential(_element_stats(x_neg, neg, weighting, q, beta), weighting, normalize, q, beta,
+                        normalize_offset))
   num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
   return _reduce(total, reduction, jnp.sum(pos) + jnp.sum(neg), num_queries)
 
 
-def _combine(num, weight_mass, log_scale, normalize, offset):
-  """`sum_k e^{s_k} num_k`, optionally divided per row / globally by `offset + sum_k e^{s_k} W_k`, in log space.
-
-  `num`, `weight_mass`, `log_scale`: `[B, K]` (items k of anchor b carry weights scaled by `e^{-s_k}`); items with
-  `log_scale = -inf` are empty.
-  """
-  log_scale = jax.lax.stop_gradient(log_scale)
-  weight_mass = jax.lax.stop_gradient(weight_mass)
-  if normalize == "none":
-    scale = jnp.where(jnp.isfinite(log_scale), jnp.exp(jnp.where(jnp.isfinite(log_scale), log_scale, 0.0)), 0.0)
-    return jnp.sum(scale * num)
-  axis = 1 if normalize == "anchor" else None
-  peak = jnp.max(log_scale, axis=axis, keepdims=True)
-  if offset > 0:
-    peak = jnp.maximum(peak, 0.0)
-  peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-  rel = jnp.where(jnp.isfinite(log_scale), jnp.exp(jnp.where(jnp.isfinite(log_scale), log_scale, 0.0) - peak), 0.0)
-  denom = offset * jnp.exp(-peak) + jnp.sum(rel * weight_mass, axis=axis, keepdims=True)
-  factor = jnp.where(denom > 0, rel / jnp.where(denom > 0, denom, 1.0), 0.0)
-  return jnp.sum(factor * num)
-
-
-def _tiled_triplet_sums(d, window, margin, hinge, weighting, p, alpha, batch_size: int = 8):
-  """Per anchor: `num = sum w e^{-s} h(x)`, `W = sum w e^{-s}` and the shift `s`, over the window; `[M, M]` per step."""
+def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int = 8) -> _Stats:
+  """Per-anchor `_Stats` of the triplets in a window, one `[M, M]` tile (positives x negatives) per anchor."""
 
   def one_anchor(args):
     row, pos, neg, lo, hi = args
     inside = pos[:, None] & neg[None, :] & (row[None, :] > lo[:, None]) & (row[None, :] < hi[:, None])
-    x = jnp.where(inside, row[:, None] - row[None, :] + margin, 0.0)
-    xs = jax.lax.stop_gradient(x)
-    if weighting == "constant":
-      w, shift = jnp.ones_like(x), jnp.zeros(())
-    elif weighting == "power":
-      w, shift = jnp.power(jnp.maximum(xs, 0.0), p), jnp.zeros(())
-    else:
-      z = jnp.where(inside, alpha * xs, -jnp.inf)
-      shift = jnp.max(z)
-      shift = jnp.where(jnp.isfinite(shift), shift, -jnp.inf)
-      w = jnp.where(inside, jnp.exp(z - jnp.where(jnp.isfinite(shift), shift, 0.0)), 0.0)
-    w = jnp.where(inside, jax.lax.stop_gradient(w), 0.0)
-    h = jnp.maximum(x, 0.0) if hinge else x
-    empty = ~jnp.any(inside)
-    shift = jnp.where(empty, -jnp.inf, shift)
-    return jnp.sum(w * h), jnp.sum(w), shift, jnp.sum(inside)
+    x = row[:, None] - row[None, :] + margin
+    return _element_stats(x.reshape(-1), inside.reshape(-1), weighting, p, alpha, axis=0)
 
   return jax.lax.map(one_anchor, (d, window.positive, window.negative, window.lower, window.upper),
                      batch_size=batch_size)
 
 
+def _sorted_triplet_stats(d, window, margin, weighting, alpha) -> _Stats:
+  """Per-anchor `_Stats` from prefix sums over each anchor's sorted negatives (constant / exponential weights)."""
+  if weighting == "constant":
+    count, neg_sum = _mining.window_sums(d, window.negative, window.lower, window.upper, [jnp.ones_like(d), d])
+    count = jnp.where(window.positive, count, 0.0)
+    sum_x = jnp.where(window.positive, count * (d + margin) - neg_sum, 0.0)
+    zeros = jnp.zeros((d.shape[0],), d.dtype)
+    return _Stats(jnp.sum(count, axis=1), jnp.sum(sum_x, axis=1), zeros, zeros, jnp.full_like(zeros, -jnp.inf))
+  # sum_n e^{alpha (D_ap + m - D_an)} = e^{alpha (D_ap + m - c_a)} * sum_n e^{-alpha (D_an - c_a)}, c_a = min_n D_an.
+  ds = jax.lax.stop_gradient(d)
+  c = jnp.min(jnp.where(window.negative, ds, jnp.inf), axis=1, keepdims=True)
+  c = jnp.where(jnp.isfinite(c), c, 0.0)
+  u = jnp.where(window.negative, jnp.exp(-alpha * (jnp.where(window.negative, d, c) - c)), 0.0)
+  count, mass = _mining.window_sums(d, window.negative, window.lower, window.upper, [jnp.ones_like(d), u])
+  # `mass` can underflow to 0 when every negative of the window is more than ~87/alpha (float32) farther than the
+  # anchor's closest negative; such an anchor-positive pair is then dropped (its weight is negligible only relative
+  # to the anchor's other pairs). The tiled method is exact there.
+  has = window.positive & (count > 0) & (mass > 0)
+  log_item = jnp.where(has, alpha * (d + margin - c) + jnp.log(jnp.where(has, mass, 1.0)), -jnp.inf)
+  capped = jnp.minimum(jnp.where(has, log_item, 0.0), _weighting.MAX_EXPONENT)
+  sum_exp = jnp.where(has, (jnp.exp(capped) - count) / alpha, 0.0)
+  count = jnp.where(has, count, 0.0)
+  zeros = jnp.zeros((d.shape[0],), d.dtype)
+  return _Stats(jnp.sum(count, axis=1), zeros, zeros, jnp.sum(sum_exp, axis=1),
+                _masked_logsumexp(log_item, has, axis=1))
+
+
 def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
                      self_offset="auto", margin: float = 0.2, mining: str = "none", pos_threshold: float = 0.0,
                      neg_threshold: float = 1.0, epsilon: float = 0.1, weighting: str = "constant", p: float = 1.0,
-                     alpha: float = 2.0, normalize: str = "none", normalize_offset: float = 0.0, hinge: bool = True,
+                     alpha: float = 2.0, normalize="none", normalize_offset: float = 0.0, hinge: bool = True,
                      reduction: str = "mean", method: str = "auto"):
-  """GPW triplet form (Eq. 21) `sum_T w_ijk h(D_ij - D_ik + m)` on a `[B, M]` distance matrix; see module docstring.
+  """GPW triplet form (Eq. 21), weights `w_ijk` on `x = D_ij - D_ik + m`, on a `[B, M]` distance matrix.
 
   Args:
     distance: `[B, M]` distances (or `-S`; squared distances for the square-distance variant).
@@ -187,7 +274,7 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
       are both kept by that pair miner, with `pos_threshold` / `neg_threshold` / `epsilon`).
     weighting: `"constant"`, `"power"` (`[x]_+^p`) or `"exponential"` (`exp(alpha x)`).
     p: power (default 1). alpha: exponential scale (default 2).
-    normalize: `"none"`, `"anchor"` (over each anchor's selected triplets) or `"batch"`.
+    normalize: `"none"` (or False), `"anchor"` (or True; over each anchor's selected triplets) or `"batch"`.
     normalize_offset: constant added to the normalization denominators (1 gives N-pair's "1 +").
     hinge: `[x]_+` (True) or `x` (False).
     reduction: `"mean"`, `"anchor_mean"` or `"sum"`.
@@ -198,6 +285,7 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   """
   d, masks = _labels.check_matrix_inputs(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
                                          matrix_name="distance")
+  normalize = _normalization(normalize)
   _check_common(mining, weighting, normalize, reduction, hinge, normalize_offset, (("p", p),), (("alpha", alpha),))
   _checks.check_choice(mining, "mining", _mining.TRIPLET_MINERS)
   _checks.check_choice(method, "method", ("auto", "sorted", "tiled"))
@@ -207,31 +295,13 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
                                  neg_threshold=neg_threshold, margin=margin, epsilon=epsilon)
   if hinge:
     window = _mining.restrict(window, upper=jax.lax.stop_gradient(d) + margin)
-  num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
-
   if method == "tiled" or (method == "auto" and weighting == "power"):
-    num, mass, shift, count = _tiled_triplet_sums(d, window, margin, hinge, weighting, p, alpha)
-    total = _combine(num[:, None], mass[:, None], shift[:, None], normalize, normalize_offset)
-    return _reduce(total, reduction, jnp.sum(count), num_queries)
-
-  ds = jax.lax.stop_gradient(d)
-  if weighting == "constant":
-    count, neg_sum = _mining.window_sums(d, window.negative, window.lower, window.upper, [jnp.ones_like(d), d])
-    log_scale = jnp.zeros_like(d)
-    mass = count
+    stats = _tiled_triplet_stats(d, window, margin, weighting, p, alpha)
   else:
-    # exp(alpha (D_ap + m - D_an)) = exp(alpha (D_ap + m - c_a)) * exp(-alpha (D_an - c_a)), c_a = min_n D_an.
-    c = jnp.min(jnp.where(window.negative, ds, jnp.inf), axis=1, keepdims=True)
-    c = jnp.where(jnp.isfinite(c), c, 0.0)
-    u = jnp.where(window.negative, jnp.exp(-alpha * (jnp.where(window.negative, ds, c) - c)), 0.0)
-    count, mass, neg_sum = _mining.window_sums(d, window.negative, window.lower, window.upper,
-                                               [jnp.ones_like(d), u, u * d])
-    log_scale = alpha * (ds + margin - c)
-  selected = window.positive & (count > 0)
-  log_scale = jnp.where(selected, log_scale, -jnp.inf)
-  num = jnp.where(selected, (d + margin) * mass - neg_sum, 0.0)
-  total = _combine(num, jnp.where(selected, mass, 0.0), log_scale, normalize, normalize_offset)
-  return _reduce(total, reduction, jnp.sum(jnp.where(selected, count, 0.0)), num_queries)
+    stats = _sorted_triplet_stats(d, window, margin, weighting, alpha)
+  total = _potential(stats, weighting, normalize, p, alpha, normalize_offset)
+  num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
+  return _reduce(total, reduction, jnp.sum(stats.count), num_queries)
 
 
 def _distance(embeddings, distance):
