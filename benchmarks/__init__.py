@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of metric_jax against the matmul floor and pytorch-metric-learning."""

@@ -1,0 +1,336 @@
+"""Loss speed and memory benchmark (issue #2, "Must be fast").
+
+For every registry loss (defaults, plus triplet's hard and semi-hard mining) and each `(B, D)` size, with 4 samples per
+class and L2-normalized random embeddings, it times value-and-gradient with respect to the embeddings of
+
+- the metric_jax loss, `jax.jit(jax.value_and_grad(loss))`, compile time measured separately (`lower().compile()`);
+- the floor: value-and-gradient of `sum(E @ E.T)` on the same input (one matmul forward, one backward);
+- the closest pytorch-metric-learning configuration, forward + backward on torch CPU with the same thread count;
+
+each as the median of `--repeats` runs after warm-up, with `block_until_ready` / synchronous torch. It also reads the
+compiled executable's memory analysis (temporary bytes) for every loss and size, to show that no loss allocates O(B^3)
+temporaries (a `[1024, 1024, 1024]` float32 tensor would be 4 GiB).
+
+Run from the repository root:
+
+    python -m benchmarks.losses --sizes 256x128,1024x512 --repeats 20 --out benchmarks/results/losses.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metric_jax import losses
+
+SAMPLES_PER_CLASS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A metric_jax loss configuration and its closest pytorch-metric-learning counterpart."""
+  key: str
+  name: str
+  hparams: Dict[str, Any]
+  pml: Optional[str]            # description of the reference configuration (None: PML has no such loss)
+
+
+def _pml_factory(key: str) -> Optional[Callable]:
+  """Returns `fn(embeddings, labels) -> loss` (torch) for the PML configuration matching `key`, or None."""
+  from pytorch_metric_learning import distances, losses as pml_losses, miners
+
+  lp = distances.LpDistance(normalize_embeddings=False)
+  lp2 = distances.LpDistance(normalize_embeddings=False, power=2)
+  if key in ("contrastive", "gpw_pair"):
+    loss = pml_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0, distance=lp)
+    return loss
+  if key == "pairnet":       # PLoss = max(0, b - Y (m - D^2)) == contrastive on D^2 with margins m - b, m + b.
+    return pml_losses.ContrastiveLoss(pos_margin=0.5, neg_margin=1.5, distance=lp2)
+  if key in ("triplet", "gpw_triplet"):
+    return pml_losses.TripletMarginLoss(margin=0.2, distance=lp)
+  if key == "triplet[mining=hard]":
+    loss, miner = pml_losses.TripletMarginLoss(margin=0.2, distance=lp), miners.BatchHardMiner(distance=lp)
+    return lambda e, y: loss(e, y, miner(e, y))
+  if key == "triplet[mining=semihard]":
+    loss = pml_losses.TripletMarginLoss(margin=0.2, distance=lp)
+    miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard", distance=lp)
+    return lambda e, y: loss(e, y, miner(e, y))
+  if key == "npair_mc":
+    return pml_losses.NPairsLoss()
+  if key == "nca":
+    return pml_losses.NCALoss(softmax_scale=1.0, distance=lp2)
+  if key == "lifted_structure":
+    return pml_losses.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0, distance=lp)
+  if key == "generalized_lifted_structure":
+    return pml_losses.GeneralizedLiftedStructureLoss(neg_margin=1.0, pos_margin=0.0, distance=lp)
+  if key == "multi_similarity":
+    loss, miner = pml_losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5), miners.MultiSimilarityMiner(0.1)
+    return lambda e, y: loss(e, y, miner(e, y))
+  if key == "histogram":
+    return pml_losses.HistogramLoss(n_bins=100)
+  return None
+
+
+CONFIGS = (
+    Config("contrastive", "contrastive", {}, "ContrastiveLoss(pos_margin=0, neg_margin=1, LpDistance(normalize=False))"),
+    Config("pairnet", "pairnet", {}, "ContrastiveLoss(pos_margin=m-b=0.5, neg_margin=m+b=1.5, LpDistance(power=2))"),
+    Config("triplet", "triplet", {}, "TripletMarginLoss(margin=0.2, LpDistance(normalize=False)), all triplets"),
+    Config("triplet[mining=hard]", "triplet", {"mining": "hard"}, "TripletMarginLoss(0.2) + BatchHardMiner"),
+    Config("triplet[mining=semihard]", "triplet", {"mining": "semihard"},
+           "TripletMarginLoss(0.2) + TripletMarginMiner(0.2, 'semihard')"),
+    Config("npair_mc", "npair_mc", {}, "NPairsLoss() (dot product; one positive per class)"),
+    Config("npair_ovo", "npair_ovo", {}, None),
+    Config("nca", "nca", {}, "NCALoss(softmax_scale=1, LpDistance(power=2, normalize=False))"),
+    Config("lifted_structure", "lifted_structure", {}, "LiftedStructureLoss(neg_margin=1, pos_margin=0, LpDistance)"),
+    Config("generalized_lifted_structure", "generalized_lifted_structure", {},
+           "GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0, LpDistance)"),
+    Config("multi_similarity", "multi_similarity", {}, "MultiSimilarityLoss(2, 50, 0.5) + MultiSimilarityMiner(0.1)"),
+    Config("binomial_deviance", "binomial_deviance", {}, None),
+    Config("histogram", "histogram", {}, "HistogramLoss(n_bins=100)"),
+    Config("gpw_pair", "gpw_pair", {}, "ContrastiveLoss(0, 1, LpDistance) (GPW pair, constant weights = contrastive)"),
+    Config("gpw_triplet", "gpw_triplet", {}, "TripletMarginLoss(0.2, LpDistance) (GPW triplet, constant = all triplets)"),
+)
+
+
+def _inputs(batch: int, dim: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  embeddings = rng.normal(size=(batch, dim)).astype(np.float32)
+  embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+  labels = rng.permutation(np.arange(batch) // SAMPLES_PER_CLASS).astype(np.int32)
+  return embeddings, labels
+
+
+def _median_ms(run: Callable[[], Any], repeats: int, warmup: int) -> float:
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def _time_jax(loss_fn: Callable, embeddings, labels, repeats: int, warmup: int):
+  """Returns `(median ms, compile s, temp bytes)` of `jit(value_and_grad(loss_fn))`."""
+  fn = jax.jit(jax.value_and_grad(loss_fn))
+  e, y = jnp.asarray(embeddings), jnp.asarray(labels)
+  start = time.perf_counter()
+  compiled = fn.lower(e, y).compile()
+  compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  temp_bytes = int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1
+  ms = _median_ms(lambda: jax.block_until_ready(compiled(e, y)), repeats, warmup)
+  return ms, compile_s, temp_bytes
+
+
+def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int) -> float:
+  import torch
+
+  e = torch.tensor(embeddings, requires_grad=True)
+  y = torch.tensor(labels.astype(np.int64))
+
+  def run():
+    e.grad = None
+    loss = pml_fn(e, y)
+    loss.backward()
+    return loss
+
+  return _median_ms(run, repeats, warmup)
+
+
+def _floor(e, y):
+  del y
+  return jnp.sum(e @ e.T)
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def _fmt(x, digits=2):
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return "—"
+  return f"{x:.{digits}f}"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="256x128,1024x512", help="comma-separated BxD sizes")
+  parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median reported)")
+  parser.add_argument("--warmup", type=int, default=3, help="untimed runs after compilation")
+  parser.add_argument("--losses", default="all", help="comma-separated config keys (see CONFIGS) or 'all'")
+  parser.add_argument("--no-pml", action="store_true", help="skip the pytorch-metric-learning reference")
+  parser.add_argument("--out", default="benchmarks/results/losses.md", help="Markdown file to write")
+  args = parser.parse_args(argv)
+
+  sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
+  by_key = {c.key: c for c in CONFIGS}
+  if args.losses == "all":
+    configs = list(CONFIGS)
+  else:
+    unknown = [k for k in args.losses.split(",") if k not in by_key]
+    if unknown:
+      parser.error(f"unknown --losses {unknown}; known: {', '.join(by_key)}")
+    configs = [by_key[k] for k in args.losses.split(",")]
+
+  torch_threads = None
+  if not args.no_pml:
+    import torch
+    torch_threads = os.cpu_count()
+    torch.set_num_threads(torch_threads)
+
+  rows: List[Dict[str, Any]] = []
+  floors: Dict[Tuple[int, int], Tuple[float, float, int]] = {}
+  for batch, dim in sizes:
+    embeddings, labels = _inputs(batch, dim)
+    floors[(batch, dim)] = _time_jax(_floor, embeddings, labels, args.repeats, args.warmup)
+    print(f"B={batch} D={dim}: floor {floors[(batch, dim)][0]:.3f} ms", flush=True)
+    for config in configs:
+      row = dict(key=config.key, batch=batch, dim=dim, pml=config.pml)
+      try:
+        loss = losses.get(config.name)
+        fn = lambda e, y, loss=loss, hp=config.hparams: loss(e, y, **hp)
+        row["ms"], row["compile_s"], row["temp_bytes"] = _time_jax(fn, embeddings, labels, args.repeats, args.warmup)
+      except Exception as error:  # a loss that fails is reported, not hidden
+        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+      if config.pml is not None and not args.no_pml:
+        row["pml_ms"] = _time_pml(_pml_factory(config.key), embeddings, labels, args.repeats, args.warmup)
+      rows.append(row)
+      print(f"  {config.key:32s} {row.get('ms', float('nan')):9.3f} ms   PML {row.get('pml_ms', float('nan')):9.3f} ms"
+            f"   {row.get('error', '')}", flush=True)
+
+  _write(args, sizes, configs, rows, floors, torch_threads)
+
+
+def _write(args, sizes, configs, rows, floors, torch_threads):
+  import jaxlib
+  lines = ["# Loss benchmark: value and gradient w.r.t. the embeddings", ""]
+  lines.append("Written by `benchmarks/losses.py`; every number below comes from the run described here.")
+  lines.append("")
+  lines.append(f"- Command: `python -m benchmarks.losses {' '.join(sys.argv[1:])}`".rstrip() + "")
+  lines.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+  lines.append(f"- Machine: {_cpu_model()}, {os.cpu_count()} logical cores visible; {platform.platform()}")
+  lines.append(f"- Versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend {jax.default_backend()}"
+               f" ({len(jax.devices())} device(s))" + _torch_versions())
+  lines.append(f"- Threads: XLA CPU default (all visible cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r};"
+               f" torch.set_num_threads({torch_threads})")
+  lines.append(f"- Inputs: L2-normalized Gaussian embeddings, float32, {SAMPLES_PER_CLASS} samples per class; median of"
+               f" {args.repeats} runs after {args.warmup} warm-up runs; jit compile time excluded from `ms` and given in"
+               " its own column.")
+  lines.append("- Floor: `jit(value_and_grad(lambda E: sum(E @ E.T)))` on the same input. PML: forward + `backward()`"
+               " with the configuration listed below (miner time included).")
+  lines.append("- Caveat: a shared machine (other jobs were running) makes these timings noisy; re-run on a quiet"
+               " machine for final numbers.")
+  lines.append("")
+  lines.append("| loss | B | D | ms | × floor | PML ms | speed-up over PML | compile s | temp MiB |")
+  lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for batch, dim in sizes:
+    floor_ms, floor_compile, floor_temp = floors[(batch, dim)]
+    lines.append(f"| *floor* `sum(E @ E.T)` | {batch} | {dim} | {_fmt(floor_ms, 3)} | 1.00 | — | — |"
+                 f" {_fmt(floor_compile)} | {_fmt(floor_temp / 2**20)} |")
+    for row in (r for r in rows if (r["batch"], r["dim"]) == (batch, dim)):
+      if "error" in row:
+        lines.append(f"| {row['key']} | {batch} | {dim} | error: {row['error']} | | | | | |")
+        continue
+      ratio = row["ms"] / floor_ms
+      pml_ms = row.get("pml_ms")
+      speedup = pml_ms / row["ms"] if pml_ms else None
+      lines.append(f"| {row['key']} | {batch} | {dim} | {_fmt(row['ms'], 3)} | {_fmt(ratio)} | {_fmt(pml_ms, 3)} |"
+                   f" {_fmt(speedup)} | {_fmt(row['compile_s'])} | {_fmt(row['temp_bytes'] / 2**20)} |")
+  lines.append("")
+  lines += _targets(sizes, rows, floors)
+  lines += _memory(sizes, rows)
+  lines.append("")
+  lines.append("## PML configurations")
+  lines.append("")
+  for config in configs:
+    lines.append(f"- `{config.key}`: " + (config.pml if config.pml else "no pytorch-metric-learning equivalent"))
+  lines.append("")
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+  print(f"wrote {args.out}")
+
+
+def _torch_versions() -> str:
+  try:
+    import pytorch_metric_learning
+    import torch
+    return f", torch {torch.__version__}, pytorch-metric-learning {pytorch_metric_learning.__version__}"
+  except ImportError:
+    return ""
+
+
+def _targets(sizes, rows, floors):
+  lines = ["## Targets", ""]
+  slow = [r for r in rows if "ms" in r and r["ms"] > 3 * floors[(r["batch"], r["dim"])][0]]
+  behind = [r for r in rows if "ms" in r and r.get("pml_ms") and r["ms"] >= r["pml_ms"]]
+  failed = [r for r in rows if "error" in r]
+  timed = [r for r in rows if "ms" in r]
+  with_pml = [r for r in timed if r.get("pml_ms")]
+  lines.append(f"- ≤ 3× the floor: {len(timed) - len(slow)} of {len(timed)} measurements meet it." + (
+      " Missed by: " + ", ".join(f"`{r['key']}` at B={r['batch']} ({r['ms'] / floors[(r['batch'], r['dim'])][0]:.1f}×)"
+                                 for r in slow) if slow else ""))
+  lines.append(f"- Faster than PML: {len(with_pml) - len(behind)} of {len(with_pml)} measurements with a PML"
+               " counterpart." + (" Not faster: " + ", ".join(
+                   f"`{r['key']}` at B={r['batch']} ({r['pml_ms'] / r['ms']:.2f}×)" for r in behind) if behind else ""))
+  if failed:
+    lines.append("- Failed to run: " + ", ".join(f"`{r['key']}` at B={r['batch']}" for r in failed))
+  lines.append("")
+  return lines
+
+
+def _memory(sizes, rows):
+  """Temporary memory per loss at the largest B, and its growth exponent between the smallest and largest B."""
+  lines = ["## Memory (compiled temporaries)", ""]
+  batches = sorted({b for b, _ in sizes})
+  big = max(sizes)
+  cube_mib = big[0] ** 3 * 4 / 2**20
+  lines.append(f"XLA's `compiled.memory_analysis().temp_size_in_bytes` of value-and-gradient. At B={big[0]} a single"
+               f" `[B, B, B]` float32 tensor would take {cube_mib:.0f} MiB and a `[B, B]` one"
+               f" {big[0] ** 2 * 4 / 2**20:.0f} MiB. Growth exponent k in temp ∝ B^k is estimated between"
+               f" B={batches[0]} and B={batches[-1]} (D changes too, so it is only indicative).")
+  lines.append("")
+  lines.append(f"| loss | temp MiB at B={big[0]}, D={big[1]} | temp / (B²·4 bytes) | growth exponent | > 64 B² floats (O(B³)-like)? |")
+  lines.append("|---|---:|---:|---:|---|")
+  small = min(sizes)
+  for key in dict.fromkeys(r["key"] for r in rows):
+    at_big = next((r for r in rows if r["key"] == key and (r["batch"], r["dim"]) == big and "temp_bytes" in r), None)
+    at_small = next((r for r in rows if r["key"] == key and (r["batch"], r["dim"]) == small and "temp_bytes" in r),
+                    None)
+    if at_big is None:
+      lines.append(f"| {key} | — | — | — | not measured |")
+      continue
+    temp = at_big["temp_bytes"]
+    per_square = temp / (big[0] ** 2 * 4)
+    exponent = None
+    if at_small is not None and big[0] != small[0] and at_small["temp_bytes"] > 0 and temp > 0:
+      exponent = math.log(temp / at_small["temp_bytes"]) / math.log(big[0] / small[0])
+    cubic = "yes" if per_square > 64 else "no"
+    lines.append(f"| {key} | {_fmt(temp / 2**20)} | {_fmt(per_square, 1)} | {_fmt(exponent)} | {cubic} |")
+  lines.append("")
+  return lines
+
+
+if __name__ == "__main__":
+  main()
