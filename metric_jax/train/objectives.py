@@ -141,21 +141,19 @@ def init_loss_params(num_classes: int, *, density_adaptivity: bool, alpha_init: 
 
 
 def class_densities(features, labels, num_classes: int, *, normalize: bool = True) -> np.ndarray:
-  """S2's original class densities D0 `[C]`: mean squared distance of a class's features `[N, F]` to its centroid.
+  """S2's original class densities D0 `[C]`, measured once on pre-embedding features `[N, F]`.
 
-  Measured once on pre-embedding features (L2-normalized first when `normalize`, so D0 lies on the same scale as the
-  densities of normalized embeddings). A class without examples gets the mean density of the others.
+  `metric_jax.regularizers.class_densities` (mean squared distance to the class centroid) of the features, L2-normalized
+  first when `normalize` (so D0 lies on the scale of normalized embeddings). A class without examples gets the mean
+  density of the others.
   """
-  x = np.asarray(features, np.float64).reshape(len(features), -1)
-  labels = np.asarray(labels)
+  from metric_jax import regularizers
+  x = np.asarray(features, np.float32).reshape(len(features), -1)
   if normalize:
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-  d0 = np.full((num_classes,), np.nan)
-  for c in range(num_classes):
-    members = x[labels == c]
-    if len(members):
-      d0[c] = np.mean(np.sum(np.square(members - members.mean(0)), axis=1))
-  if np.all(np.isnan(d0)):
+  densities, counts = regularizers.class_densities(x, np.asarray(labels, np.int32), num_classes)
+  densities, counts = np.asarray(densities, np.float32), np.asarray(counts)
+  if not np.any(counts > 0):
     raise ValueError("`labels` hold no example of any class in 0..num_classes-1.")
-  d0[np.isnan(d0)] = np.nanmean(d0)
-  return d0.astype(np.float32)
+  densities[counts == 0] = densities[counts > 0].mean()
+  return densities
