@@ -124,6 +124,7 @@ def main(argv=None):
     _worker(args.worker, args.data, args.k, args.out, args.chunk_size)
     return
 
+  load_start = os.getloadavg()[0]
   x = make_embeddings(args.num, args.dim, args.seed)
   runs = {"ours": [], "faiss": []}
   with tempfile.TemporaryDirectory() as tmp:
@@ -149,8 +150,8 @@ def main(argv=None):
       "",
       f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}; "
       f"Python {platform.python_version()}, numpy {np.__version__}, jax {jax.__version__}, faiss-cpu "
-      f"{runs['faiss'][0]['version']}. Load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
-      "(the CPUs may be shared with other jobs, so times are noisy).",
+      f"{runs['faiss'][0]['version']}. 1-minute load average {load_start:.1f} at the start, "
+      f"{os.getloadavg()[0]:.1f} at the end (the CPUs may be shared with other jobs, so times are noisy).",
       "",
       f"Task: {args.num:,} x {args.dim} L2-normalized clustered float32 embeddings (seed {args.seed}), k = {args.k} "
       "nearest by inner product, each row's own index excluded; exact search on CPU. Each method in its own "
@@ -164,6 +165,10 @@ def main(argv=None):
   for m in ("ours", "faiss"):
     all_runs = ", ".join(f"{r['seconds']:.2f}" for r in runs[m])
     lines.append(f"| {names[m]} | {best[m]:.2f} | {all_runs} | {peak[m] / 2**20:.0f} |")
+  if max(load_start, os.getloadavg()[0]) > (os.cpu_count() or 1):
+    lines += ["", "**The machine was oversubscribed during this run (load average above the CPU count).** faiss's OpenMP "
+              "threads slow down more than XLA's under contention, so this ratio is not representative; re-run on an "
+              "idle machine."]
   lines += [
       "",
       f"Time ratio metric_jax / faiss: **{ratio:.2f}x** (target <= 1.2x). Peak RSS of metric_jax: "
