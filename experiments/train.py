@@ -45,6 +45,9 @@ def make_transforms(c, train_images):
   if kind == "float":
     t = pp.make_transform()
     return t, t
+  if kind == "shift":  # random translation by up to `crop_padding` pixels (zero padding), no flip
+    return (pp.make_transform(random_crop_to=train_images.shape[1:3], crop_padding=c.preprocess.crop_padding),
+            pp.make_transform())
   if kind == "standardize":
     mean, std = pp.channel_stats(train_images)
     t = pp.make_transform(mean=mean, std=std)
@@ -59,7 +62,7 @@ def make_transforms(c, train_images):
     zca = pp.fit_zca(pp.global_contrast_normalize(pp.to_float(train_images)), eps=0.1)
     t = pp.make_transform(gcn=True, zca=zca)
     return t, t
-  raise ValueError(f"`config.preprocess.kind` must be float | standardize | flip | lcn | gcn_zca, got {kind!r}.")
+  raise ValueError(f"`config.preprocess.kind` must be float | shift | standardize | flip | lcn | gcn_zca, got {kind!r}.")
 
 
 def make_sampler(c, labels, process_index: int, process_count: int):

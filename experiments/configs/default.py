@@ -20,7 +20,7 @@ def get_config():
   c.split = "retrieval"                # retrieval (class-disjoint) | limited (S0 limited-data protocol)
   c.samples_per_class = 0              # limited-data protocol: n per class
 
-  c.preprocess = ml_collections.ConfigDict(dict(kind="float"))  # float | mnist | lcn | gcn_zca | flip
+  c.preprocess = ml_collections.ConfigDict(dict(kind="float", crop_padding=1))  # float | shift | standardize | flip | lcn | gcn_zca
 
   c.sampler = "pk"                     # pk | pair | random | npair | class_accumulating
   c.classes_per_batch = 5              # P

@@ -152,7 +152,7 @@ def class_densities(features, labels, num_classes: int, *, normalize: bool = Tru
   if normalize:
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
   densities, counts = regularizers.class_densities(x, np.asarray(labels, np.int32), num_classes)
-  densities, counts = np.asarray(densities, np.float32), np.asarray(counts)
+  densities, counts = np.array(densities, np.float32), np.asarray(counts)
   if not np.any(counts > 0):
     raise ValueError("`labels` hold no example of any class in 0..num_classes-1.")
   densities[counts == 0] = densities[counts > 0].mean()

@@ -138,7 +138,7 @@ class Trainer:
     rng, _ = jax.random.split(state.rng)
     new_state = state.replace(step=state.step + 1, params=trainable["model"], model_state=new_model_state,
                               opt_state=opt_state, loss_params=trainable["loss"], rng=rng)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads["model"]),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads["model"]),
                    num_valid=jnp.sum(valid.astype(jnp.int32)))
     return new_state, metrics
 

@@ -1,0 +1,227 @@
+"""The SPMD train step: 1 vs 4 devices, equality with a plain single-device computation on the concatenated batch,
+padding, parameter groups (10x new layers, frozen backbone, frozen BatchNorm), learnable S2 alpha, S0 objectives."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from metric_jax import models, train
+from tests.train._worker import tiny_loss
+
+SHAPE = (8, 8, 1)
+LR = 0.05
+
+
+def _batch(n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = np.repeat(np.arange(n // 2), 2).astype(np.int32)
+  images = (rng.normal(size=(n,) + SHAPE) + labels[:, None, None, None]).astype(np.float32)
+  return {"image": images, "label": labels, "valid": np.ones(n, bool)}
+
+
+def _np_tiny_loss(emb, labels, valid):
+  """numpy reimplementation of tests.train._worker.tiny_loss."""
+  emb = np.asarray(emb, np.float64)
+  d2 = np.sum((emb[:, None] - emb[None]) ** 2, axis=-1)
+  both = valid[:, None] & valid[None, :] & ~np.eye(len(labels), dtype=bool)
+  pos = both & (labels[:, None] == labels[None, :])
+  neg = both & (labels[:, None] != labels[None, :])
+  return d2[pos].mean() - 0.5 * np.minimum(d2[neg], 2.0).mean()
+
+
+def _resnet_embedder():
+  return models.Embedder(models.SmallResNet(SHAPE, widths=(4, 8), rngs=nnx.Rngs(0)), SHAPE, 4,
+                         layers=("stage1", "stage2"), rngs=nnx.Rngs(1))
+
+
+def _lenet_embedder():
+  backbone = models.LeNet(SHAPE, None, channels=(3, 4), hidden=6, kernel_size=3, padding="SAME", rngs=nnx.Rngs(0))
+  return models.Embedder(backbone, SHAPE, 3, normalize=False, rngs=nnx.Rngs(1))
+
+
+def _trainer(model, num_devices, objective=None, loss_params=None, **opt):
+  _, params, _ = train.split_model(model)
+  opt = dict(dict(optimizer="sgd", learning_rate=LR, momentum=0.0), **opt)
+  tx = train.make_optimizer({"model": params, "loss": loss_params or {}}, **opt)
+  return train.Trainer(model, objective or train.metric_objective(tiny_loss), tx,
+                       mesh=train.make_mesh(jax.devices()[:num_devices]), frozen_bn=opt.get("frozen_bn", False))
+
+
+def _host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(train.Trainer.local_copy(tree)))
+
+
+def _max_diff(a, b):
+  return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), _host(a), _host(b))))
+
+
+def test_one_step_on_1_and_4_devices_gives_same_loss_params_and_batchnorm_stats():
+  batch = _batch()
+  results = {}
+  for n in (1, 4):
+    trainer = _trainer(_resnet_embedder(), n, optimizer="adam", learning_rate=1e-2)
+    state, metrics = trainer.train_step(trainer.init_state(seed=0), trainer.shard_batch(batch))
+    results[n] = (state, float(_host(metrics)["loss"]))
+  assert results[1][1] == pytest.approx(results[4][1], rel=1e-5, abs=1e-6)
+  assert _max_diff(results[1][0].params, results[4][0].params) < 1e-4
+  assert _max_diff(results[1][0].model_state, results[4][0].model_state) < 1e-5
+  assert _max_diff(results[1][0].opt_state, results[4][0].opt_state) < 1e-4
+
+
+def test_global_batch_step_equals_single_device_loss_and_sgd_update_with_10x_new_layers():
+  batch = _batch()
+  model = _lenet_embedder()
+  trainer = _trainer(model, 4, new_layer_lr_multiplier=10.0)
+  state0 = trainer.init_state(seed=0)
+  state1, metrics = trainer.train_step(state0, trainer.shard_batch(batch))
+
+  graphdef, params, rest = train.split_model(model)
+  emb = nnx.merge(graphdef, params, rest)(jnp.asarray(batch["image"]))["embedding"]
+  expected_loss = _np_tiny_loss(emb, batch["label"], batch["valid"])
+  assert float(_host(metrics)["loss"]) == pytest.approx(expected_loss, rel=1e-4)
+
+  def plain_loss(p):  # the whole batch on one device, no shard_map
+    e = nnx.merge(graphdef, p, rest)(jnp.asarray(batch["image"]))["embedding"]
+    return tiny_loss(e, jnp.asarray(batch["label"]))
+
+  grads = jax.grad(plain_loss)(params)
+  new = _host(state1.params)
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    scale = 10.0 if path[0].key == "heads" else 1.0
+    old = np.asarray(_leaf(params, path))
+    np.testing.assert_allclose(_leaf(new, path), old - scale * LR * np.asarray(g), rtol=1e-4, atol=1e-6)
+    assert np.abs(np.asarray(g)).max() > 0
+
+
+def _leaf(tree, path):
+  for k in path:
+    tree = tree[k.key]
+  return tree
+
+
+def test_padded_rows_change_neither_loss_nor_update():
+  batch = _batch()
+  padded = {"image": np.concatenate([batch["image"], 100 * np.ones((4,) + SHAPE, np.float32)]),
+            "label": np.concatenate([batch["label"], np.zeros(4, np.int32)]),
+            "valid": np.concatenate([batch["valid"], np.zeros(4, bool)])}
+  trainer = _trainer(_lenet_embedder(), 4)
+  state0 = trainer.init_state(seed=0)
+  s_ref, m_ref = trainer.train_step(state0, trainer.shard_batch(batch))
+  s_pad, m_pad = trainer.train_step(state0, trainer.shard_batch(padded))
+  assert float(_host(m_pad)["loss"]) == pytest.approx(float(_host(m_ref)["loss"]), rel=1e-5)
+  assert _max_diff(s_ref.params, s_pad.params) < 1e-6
+  assert int(_host(m_pad)["num_valid"]) == 8
+
+
+def test_frozen_backbone_steps_and_frozen_batchnorm_do_not_move():
+  trainer = _trainer(_resnet_embedder(), 2, optimizer="adam", learning_rate=1e-2, freeze_backbone_steps=2,
+                     frozen_bn=True)
+  state0 = trainer.init_state(seed=0)
+  p0, s0 = _host(state0.params), _host(state0.model_state)
+  state = state0
+  snapshots = []
+  for step in range(3):
+    state, _ = trainer.train_step(state, trainer.shard_batch(_batch(seed=step)))
+    snapshots.append(_host(state.params))
+  stem, stem_bn = "stem", "stem_bn"
+  for snap in snapshots[:2]:  # backbone frozen for steps 0, 1
+    np.testing.assert_array_equal(snap["backbone"][stem]["kernel"], p0["backbone"][stem]["kernel"])
+    assert not np.array_equal(snap["heads"][0]["linear"]["kernel"], p0["heads"][0]["linear"]["kernel"])
+  assert not np.array_equal(snapshots[2]["backbone"][stem]["kernel"], p0["backbone"][stem]["kernel"])
+  # frozen BatchNorm: affine parameters and running statistics never change
+  np.testing.assert_array_equal(snapshots[2]["backbone"][stem_bn]["scale"], p0["backbone"][stem_bn]["scale"])
+  np.testing.assert_array_equal(snapshots[2]["backbone"][stem_bn]["bias"], p0["backbone"][stem_bn]["bias"])
+  assert jax.tree.all(jax.tree.map(np.array_equal, _host(state.model_state), s0))
+
+
+def test_density_adaptivity_alpha_gets_the_hand_derived_gradient_and_moves():
+  batch = _batch()
+  model = _lenet_embedder()
+  num_classes, weight, eta = 4, 10.0, 0.5
+  d0 = np.array([0.2, 0.4, 0.8, 1.6], np.float32)
+  loss_params = train.init_loss_params(num_classes, density_adaptivity=True)
+  objective = train.metric_objective(tiny_loss, density_adaptivity_weight=weight, density_adaptivity_eta=eta)
+  trainer = _trainer(model, 4, objective=objective, loss_params=loss_params)
+  state0 = trainer.init_state(seed=0, loss_params=loss_params, loss_consts={"d0": d0})
+  state1, _ = trainer.train_step(state0, trainer.shard_batch(batch))
+
+  graphdef, params, rest = train.split_model(model)
+  emb = np.asarray(nnx.merge(graphdef, params, rest)(jnp.asarray(batch["image"]))["embedding"], np.float64)
+  labels = batch["label"]
+  dens = np.array([np.mean(np.sum((emb[labels == c] - emb[labels == c].mean(0)) ** 2, 1)) for c in range(4)])
+  alpha = np.full(4, 0.5)
+  d = d0.astype(np.float64) ** eta
+  c = num_classes
+  # dL_DA/dalpha_k = -2/C (D_k - alpha_k) - 1/C + 4/C^2 sum_j (d_j alpha_k - d_k alpha_j) d_j
+  grad = -2 / c * (dens - alpha) - 1 / c + 4 / c ** 2 * np.array(
+      [np.sum((d * alpha[k] - d[k] * alpha) * d) for k in range(c)])
+  new_alpha = _host(state1.loss_params)["alpha"]
+  np.testing.assert_allclose(new_alpha, alpha - LR * weight * grad, rtol=1e-4, atol=1e-6)
+  assert np.all(np.abs(new_alpha - 0.5) > 1e-4)
+
+
+def test_class_densities_match_hand_computation():
+  feats = np.array([[3.0, 4.0], [6.0, 8.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+  labels = np.array([0, 0, 1, 1, 2])
+  got = train.class_densities(feats, labels, 4, normalize=False)
+  # class 0: centroid (4.5, 6), squared distances 6.25 each; class 1: centroid (0, 1.5), 0.25 each; class 2: 0;
+  # class 3 has no example: mean of the others.
+  np.testing.assert_allclose(got, [6.25, 0.25, 0.0, (6.25 + 0.25) / 3], rtol=1e-6)
+  normed = train.class_densities(feats, labels, 3)  # class 0's rows coincide after L2 normalization
+  assert normed[0] == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("kind", train.PAIR_KINDS)
+def test_pair_objectives_match_numpy(kind):
+  rng = np.random.default_rng(5)
+  p, margin, b, lam = 6, 1.0, 0.4, 0.7
+  trunk = models.LeNet(SHAPE, None, channels=(2, 2), hidden=5, kernel_size=3, padding="SAME", rngs=nnx.Rngs(0))
+  net = models.TwoChannelNet(trunk, SHAPE, 3, rngs=nnx.Rngs(1))
+  feats = rng.normal(size=(2 * p, 2)).astype(np.float32) * 0.6
+  cls_in = rng.normal(size=(2 * p, 5)).astype(np.float32)
+  labels = np.array([0, 1, 2, 0, 1, 2, 0, 2, 2, 1, 1, 0], np.int32)
+  valid = np.ones(2 * p, bool)
+  valid[3] = False  # drops pair 3
+  objective = train.pair_objective(kind, margin=margin, b=b, lam=lam)
+  loss, _ = objective(net, {"features": jnp.asarray(feats), "classifier_inputs": jnp.asarray(cls_in)},
+                      jnp.asarray(labels), jnp.asarray(valid), {}, {})
+
+  w1, b1 = np.asarray(net.w1.kernel), np.asarray(net.w1.bias)
+  w2, b2 = np.asarray(net.w2.kernel), np.asarray(net.w2.bias)
+
+  def ce(logits, y):
+    logits = logits - logits.max(1, keepdims=True)
+    return -(logits[np.arange(len(y)), y] - np.log(np.exp(logits).sum(1)))
+
+  pv = valid[:p] & valid[p:]
+  y = np.where(labels[:p] == labels[p:], 1.0, -1.0)
+  d2 = np.sum((feats[:p] - feats[p:]) ** 2, 1)
+  bb = margin if kind == "siamese" else b
+  ploss = np.maximum(0, bb - y * (margin - d2))[pv].mean()
+  closs = (ce(cls_in[:p] @ w1 + b1, labels[:p]) + ce(cls_in[p:] @ w2 + b2, labels[p:]))[pv].mean()
+  expected = {"siamese": ploss, "pairloss": ploss, "pair_soft": closs + lam * ploss, "pairnet": closs + lam * ploss,
+              "singlenet": ce(cls_in @ w1 + b1, labels)[valid].mean()}[kind]
+  if kind == "siamese":  # contrastive: same pairs D^2, different pairs max(0, 2m - D^2)
+    alt = np.where(y > 0, d2, np.maximum(0, 2 * margin - d2))[pv].mean()
+    assert expected == pytest.approx(alt)
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bad_objective_and_optimizer_arguments_name_the_argument():
+  with pytest.raises(ValueError, match="kind"):
+    train.pair_objective("triplet")
+  with pytest.raises(ValueError, match="`b`"):
+    train.pair_objective("pairnet", margin=1.0, b=2.0)
+  with pytest.raises(ValueError, match="density_adaptivity_weight"):
+    train.metric_objective(tiny_loss, density_adaptivity_weight=-1.0)
+  with pytest.raises(ValueError, match="optimizer"):
+    train.make_optimizer({"model": {}, "loss": {}}, optimizer="lion")
+  with pytest.raises(ValueError, match="freeze_backbone_steps"):
+    train.make_optimizer({"model": {}, "loss": {}}, freeze_backbone_steps=-1)
+  with pytest.raises(ValueError, match="mesh"):
+    from jax.sharding import Mesh
+    train.Trainer(_lenet_embedder(), train.metric_objective(tiny_loss), optax.sgd(0.1),
+                  mesh=Mesh(np.array(jax.devices()[:2]), ("data",)))
