@@ -1,0 +1,105 @@
+"""Exact resume after SIGKILL, and two processes x 2 CPU devices == one process x 4 devices (subprocesses, gloo)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+STEPS = 6
+
+
+def _env(devices=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
+def _worker(*args):
+  return [sys.executable, "-m", "tests.train._worker", *map(str, args)]
+
+
+def _run(args, timeout=240):
+  proc = subprocess.run(_worker(*args), cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  return proc
+
+
+def _load(path):
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def _checkpoint_steps(workdir):
+  root = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(root):
+    return []
+  return sorted(int(d) for d in os.listdir(root) if d.isdigit())
+
+
+def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path):
+  full = tmp_path / "full.npz"
+  _run(["--out", full, "--steps", STEPS, "--devices", 2])
+
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(_worker("--out", tmp_path / "never.npz", "--steps", STEPS, "--devices", 2, "--workdir",
+                                  workdir, "--checkpoint_every", 1, "--sleep", 1.0),
+                          cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 200
+  try:
+    while time.time() < deadline and not [s for s in _checkpoint_steps(workdir) if s >= 2]:
+      assert proc.poll() is None, "the worker ended before it could be killed"
+      time.sleep(0.2)
+    assert [s for s in _checkpoint_steps(workdir) if s >= 2], "no checkpoint appeared in time"
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  killed_at = max(_checkpoint_steps(workdir))
+  assert killed_at < STEPS
+
+  resumed = tmp_path / "resumed.npz"
+  _run(["--out", resumed, "--steps", STEPS, "--devices", 2, "--workdir", workdir, "--checkpoint_every", 1])
+  a, b = _load(full), _load(resumed)
+  assert int(b.pop("start_step")) >= 2 and int(a.pop("start_step")) == 0
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_with_two_devices_each_match_one_process_with_four(tmp_path):
+  single = tmp_path / "single.npz"
+  _run(["--out", single, "--steps", 3, "--devices", 4])
+  port = _free_port()
+  outs = [tmp_path / f"multi{i}.npz" for i in range(2)]
+  procs = [subprocess.Popen(_worker("--out", outs[i], "--steps", 3, "--devices", 2, "--coordinator",
+                                    f"localhost:{port}", "--num_processes", 2, "--process_id", i),
+                            cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=240)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-4000:]
+  assert not outs[1].exists()  # only process 0 writes
+  a, b = _load(single), _load(outs[0])
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
