@@ -1,7 +1,10 @@
 """Default experiment: a small convnet with the multi-similarity loss on scikit-learn's bundled digits.
 
 Train on classes 0-4, evaluate Recall@1/2/4/8 and NMI on the unseen classes 5-9 (class-disjoint), PK batches of
-5 classes x 8 images, L2-normalized 32-d embeddings. Runs in about a minute on 2 CPU cores.
+5 classes x 8 images, L2-normalized 8-d embeddings, 100 Adam steps. Runs in well under a minute on 2 CPU cores.
+On 8x8 digits a WIDE random network is already a strong retrieval baseline (Recall@1 ~0.95 at 32-d), and training on
+only five classes does not improve on it for the unseen five; at 8-d the untrained network is much weaker and training
+clearly helps (see experiments/results/default.md).
 
   python -m experiments.train --config experiments/configs/default.py --workdir runs/default
 """
@@ -29,7 +32,7 @@ def get_config():
 
   c.model = ml_collections.ConfigDict(dict(
       backbone="lenet", lenet_channels=(32, 64), lenet_hidden=128, lenet_kernel=3, padding="SAME",
-      resnet_widths=(32, 64, 128), resnet_blocks=1, embedding_dim=32, layers=("fc1",), normalize=True,
+      resnet_widths=(32, 64, 128), resnet_blocks=1, embedding_dim=8, layers=("fc1",), normalize=True,
       two_channel=False, feature_layer="", classifier_layer="", num_outputs=0))
 
   c.objective = ml_collections.ConfigDict(dict(
@@ -41,10 +44,10 @@ def get_config():
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0, momentum=0.9, weight_decay=0.0,
       new_layer_lr_multiplier=1.0, freeze_backbone_steps=0, loss_lr_multiplier=1.0, frozen_bn=False))
 
-  c.num_steps = 400
-  c.log_every = 20
-  c.eval_every = 200
-  c.checkpoint_every = 200
+  c.num_steps = 100
+  c.log_every = 10
+  c.eval_every = 50
+  c.checkpoint_every = 50
   c.eval_batch_size = 512
   c.eval_metrics = ("retrieval", "clustering")
   c.ks = (1, 2, 4, 8)
