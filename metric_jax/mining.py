@@ -164,7 +164,7 @@ def all_triplets(distance, positive, negative) -> TripletWindow:
 
 def triplet_margin_triplets(distance, positive, negative, *, margin: float = 0.2) -> TripletWindow:
   """Margin-violating triplets `D_an < D_ap + margin` (loss > 0; pytorch-metric-learning's
-  `TripletMarginMiner(type_of_triplets="all")` keeps `D_an - D_ap <= margin`, which differs only by the zero-loss ties)."""
+  `TripletMarginMiner(type_of_triplets="all")` keeps `D_an - D_ap <= margin`, the same up to zero-loss ties)."""
   d = _check_masks(distance, positive, negative)
   _check_number(margin, "margin")
   return TripletWindow(positive, negative, jnp.full_like(d, -jnp.inf), d + margin)

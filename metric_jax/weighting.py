@@ -10,9 +10,9 @@ Every weighting is a function of a *violation* `x` (how far a pair or triplet is
 
 The weights carry no gradient: the GPW loss `sum w * [x]_+` then has gradient `w` with respect to each mined distance
 (up to sign), which is the point of the paper. `normalize` divides the weights of the selected items by their sum,
-either per anchor (row of the `[B, M]` matrix; this is how lifted structure, multi-similarity and N-pair normalize) or over
+either per anchor (row of the `[B, M]` matrix: how lifted structure, multi-similarity and N-pair normalize) or over
 the whole batch, with an optional `offset` added to the denominator (`offset=1` is multi-similarity's and N-pair's "1 +"
-inside the log, i.e. a virtual item of violation 0). Exponential weights are normalized in log space, so they stay finite
+inside the log, i.e. a virtual item of violation 0). Exponential weights are normalized in log space and stay finite
 for any violation.
 
 References:
@@ -46,7 +46,7 @@ def power(violation, p: float = 1.0):
 
 
 def exponential(violation, scale: float = 1.0):
-  """`w = exp(scale * x)` under stop-gradient. `scale` is the GPW paper's alpha (positives/triplets) or beta (negatives).
+  """`w = exp(scale * x)` under stop-gradient. `scale`: the paper's alpha (positives/triplets) or beta (negatives).
 
   The exponent is capped at `MAX_EXPONENT` so that the weight stays finite (the exact weight would overflow there); use
   `normalized_exponential` for weights that stay exact at any violation.
@@ -119,7 +119,7 @@ def normalized_exponential(violation, mask, *, scale: float = 1.0, over: str = "
 
 
 def normalized_power(violation, mask, *, p: float = 1.0, over: str = "anchor", offset: float = 0.0):
-  """`[x]_+^p / (offset + sum_mask [x]_+^(p+1))^(p/(p+1))`: power weights normalized by the (p+1)-norm of the violations.
+  """`[x]_+^p / (offset + sum_mask [x]_+^(p+1))^(p/(p+1))`: power weights over the (p+1)-norm of the violations.
 
   This is the normalization of power weights that is a gradient (of `(offset + sum [x]_+^(p+1))^(1/(p+1))`), used by the
   GPW losses; plain `normalize(power(x, p), ...)` is not the gradient of any function.

@@ -117,7 +117,7 @@ def contrastive(embeddings, labels, *, valid=None, distance: str = "euclidean", 
   """Contrastive loss of a `[B, D]` batch with integer labels `[B]`; see `contrastive_loss`.
 
   `distance`: `"euclidean"` (default, pytorch-metric-learning's `LpDistance(normalize_embeddings=False)`) or
-  `"squared_euclidean"`. Embeddings are used as given (normalize them first if you want the reference library's default).
+  `"squared_euclidean"`. Embeddings are used as given (normalize them first for the reference library's default).
   """
   embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
   return contrastive_loss(_distance(embeddings, distance), labels, query_valid=valid, pos_margin=pos_margin,

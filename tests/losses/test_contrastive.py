@@ -76,7 +76,8 @@ def test_matrix_form_matches_numpy_for_random_rectangular_inputs():
   neg_terms = np.maximum(1.2 - d, 0)[neg]
   expected = pos_terms[pos_terms > 0].mean() + neg_terms[neg_terms > 0].mean()
   with jax.enable_x64(True):
-    got = contrastive_loss(jnp.asarray(d), jnp.asarray(q_labels), jnp.asarray(k_labels), key_valid=jnp.asarray(key_valid),
+    got = contrastive_loss(jnp.asarray(d), jnp.asarray(q_labels), jnp.asarray(k_labels),
+                           key_valid=jnp.asarray(key_valid),
                            pos_margin=0.3, neg_margin=1.2)
   np.testing.assert_allclose(float(got), expected, rtol=1e-12)
 
@@ -88,10 +89,10 @@ def test_gradients_match_finite_differences(hinge_power, distance, reduction):
   labels = jnp.array([0, 0, 1, 1, 2, 2, 0])
   with jax.enable_x64(True):
     emb = jnp.asarray(rng.normal(size=(7, 3)) * 0.5)
-    jtu.check_grads(lambda e: contrastive(e, labels, distance=distance, pos_margin=0.1, neg_margin=1.0,
-                                          hinge_power=hinge_power, reduction=reduction), (emb,), order=1,
+    jtu.check_grads(jax.jit(lambda e: contrastive(e, labels, distance=distance, pos_margin=0.1, neg_margin=1.0,
+                                          hinge_power=hinge_power, reduction=reduction)), (emb,), order=1,
                     modes=("fwd", "rev"))
-    jtu.check_grads(lambda e: pairnet(e, labels, b=0.3, m=1.0), (emb,), order=1, modes=("fwd", "rev"))
+    jtu.check_grads(jax.jit(lambda e: pairnet(e, labels, b=0.3, m=1.0)), (emb,), order=1, modes=("fwd", "rev"))
 
 
 def test_agrees_with_pytorch_metric_learning():

@@ -4,7 +4,8 @@
 The reference loop enumerates pairs and triplets one by one and evaluates the GPW potential of `metric_jax.losses.gpw`
 (whose gradient with respect to each selected violation x is its weight):
   none:       constant sum x;  power sum x^(p+1)/(p+1);  exponential sum (e^{a x} - 1)/a
-  per group:  constant sum x/(c+n);  power (c + sum x^(p+1))^(1/(p+1)) - c^(1/(p+1));  exponential log(c + sum e^{a x})/a
+  per group:  constant sum x/(c+n);  power (c + sum x^(p+1))^(1/(p+1)) - c^(1/(p+1));
+              exponential log(c + sum e^{a x})/a
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _mine_pairs(d, labels, a, mining):
   if not pos or not neg:
     return ([], []) if mining != "none" else (pos, neg)
   if mining == "triplet_margin":
-    return ([j for j in pos if d[a, j] + MARGIN > min(d[a, neg])], [k for k in neg if d[a, k] < max(d[a, pos]) + MARGIN])
+    return ([j for j in pos if d[a, j] + MARGIN > min(d[a, neg])],
+            [k for k in neg if d[a, k] < max(d[a, pos]) + MARGIN])
   if mining == "batch_hard":
     return [max(pos, key=lambda j: d[a, j])], [min(neg, key=lambda k: d[a, k])]
   if mining == "semihard":
@@ -154,7 +156,7 @@ def test_hand_computed_pair_and_triplet_values():
   # Points 0, 1 (class 0) and 2 (class 1) on a line: D(0,1) = 1, D(0,2) = 2, D(1,2) = 1.
   emb = jnp.array([[0.0], [1.0], [2.0]])
   labels = jnp.array([0, 0, 1])
-  # Pair form, m1 = 0.5, m2 = 1.5, constant weights, sum: positives (0,1),(1,0): 0.5 each; negatives: (0,2): [1.5-2]_+=0,
+  # Pair form, m1 = 0.5, m2 = 1.5, constant weights, sum: positives (0,1),(1,0): 0.5 each; negatives: (0,2): 0,
   # (2,0): 0, (1,2),(2,1): 0.5 each.  Total 2.
   gpw_pair = losses.get("gpw_pair")
   assert float(gpw_pair(emb, labels, pos_margin=0.5, neg_margin=1.5, reduction="sum")) == pytest.approx(2.0)
@@ -231,7 +233,7 @@ def test_gradients_match_finite_differences(name, hparams):
   emb, labels, _ = _data(5)
   fn = losses.get(name)
   with jax.enable_x64(True):
-    jtu.check_grads(lambda e: fn(e, jnp.asarray(labels), **hparams), (jnp.asarray(emb),), order=1,
+    jtu.check_grads(jax.jit(lambda e: fn(e, jnp.asarray(labels), **hparams)), (jnp.asarray(emb),), order=1,
                     modes=("fwd", "rev"))
 
 

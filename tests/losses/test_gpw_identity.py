@@ -1,7 +1,7 @@
 """The GPW identity of S1 (must-hold 6): for contrastive, triplet, lifted structure, multi-similarity and N-pair, the
-gradient of the loss with respect to the pairwise matrix (`jax.grad` on the matrix form) equals the weights the GPW paper
-assigns to each pair, written out here in numpy; and `gpw_pair` / `gpw_triplet` with the matching options reproduce
-those losses' gradients (and, where the forms coincide, their values).
+gradient of the loss with respect to the pairwise matrix (`jax.grad` on the matrix form) equals the weights the GPW
+paper assigns to each pair, written out here in numpy; and `gpw_pair` / `gpw_triplet` with the matching options
+reproduce those losses' gradients (and, where the forms coincide, their values).
 
 Similarity losses (multi-similarity, N-pair) enter GPW through `D = -S` (so `dL/dD = -dL/dS`) with margins
 `m = -lambda`. Lifted structure: Song et al.'s form couples each positive pair with the negatives of *both* its ends, so
