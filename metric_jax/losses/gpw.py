@@ -43,8 +43,8 @@ Reductions: `"sum"`; `"mean"` (divided by the number of selected pairs / triplet
 number of valid query rows, as multi-similarity, lifted structure and N-pair average over anchors).
 
 Memory: the triplet form never builds `[B, M, M]`: constant and exponential weights are separable
-(`exp(alpha (D_ij - D_ik + m)) = exp(alpha (D_ij + m)) exp(-alpha D_ik)`), so each anchor-positive pair reads its sums from
-per-anchor sorted negatives with prefix sums (`mining.window_sums`); power weights are tiled over anchors.
+(`exp(alpha (D_ij - D_ik + m)) = exp(alpha (D_ij + m)) exp(-alpha D_ik)`), so each anchor-positive pair reads its
+sums from per-anchor sorted negatives with prefix sums (`mining.window_sums`); power weights are tiled over anchors.
 
 References:
   Liu, Cheng, et al., "A general pair-based weighting loss for deep metric learning", arXiv:1905.12837.
