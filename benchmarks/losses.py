@@ -112,14 +112,25 @@ def _inputs(batch: int, dim: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray
   return embeddings, labels
 
 
-def _median_ms(run: Callable[[], Any], repeats: int, warmup: int) -> float:
-  for _ in range(warmup):
+def _median_ms(run: Callable[[], Any], repeats: int, warmup: int, budget_s: float = 30.0) -> float:
+  """Median wall time in ms of `run()` over `repeats` runs after `warmup` runs.
+
+  Slow runs are capped by `budget_s`: timing stops early once that many seconds are spent, after at least 3 runs (and
+  warm-up stops after 1 run when that run alone exceeds the budget's tenth)."""
+  for i in range(warmup):
+    start = time.perf_counter()
     run()
+    if time.perf_counter() - start > budget_s / 10:
+      break
   times = []
+  spent = 0.0
   for _ in range(repeats):
     start = time.perf_counter()
     run()
     times.append(time.perf_counter() - start)
+    spent += times[-1]
+    if len(times) >= 3 and spent > budget_s:
+      break
   return 1e3 * statistics.median(times)
 
 
@@ -235,8 +246,9 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
   lines.append(f"- Threads: XLA CPU default (all visible cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r};"
                f" torch.set_num_threads({torch_threads})")
   lines.append(f"- Inputs: L2-normalized Gaussian embeddings, float32, {SAMPLES_PER_CLASS} samples per class; median of"
-               f" {args.repeats} runs after {args.warmup} warm-up runs; jit compile time excluded from `ms` and given in"
-               " its own column.")
+               f" {args.repeats} runs after {args.warmup} warm-up runs (cut to at least 3 runs once 30 s are spent on one"
+               " measurement, which only the slowest PML losses reach); jit compile time excluded from `ms` and given"
+               " in its own column.")
   lines.append("- Floor: `jit(value_and_grad(lambda E: sum(E @ E.T)))` on the same input. PML: forward + `backward()`"
                " with the configuration listed below (miner time included).")
   lines.append("- Caveat: a shared machine (other jobs were running) makes these timings noisy; re-run on a quiet"
