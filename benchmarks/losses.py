@@ -162,6 +162,42 @@ def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int) -
   return _median_ms(run, repeats, warmup)
 
 
+def _pml_worker(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int):
+  """Child-process entry: prints the PML median ms (run under an address-space limit by `_time_pml_isolated`)."""
+  import torch
+  torch.set_num_threads(threads)
+  embeddings, labels = _inputs(batch, dim)
+  print(f"PML_MS {_time_pml(_pml_factory(key), embeddings, labels, repeats, warmup)!r}", flush=True)
+
+
+def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int, memory_gib: float):
+  """Times the PML reference in a child process limited to `memory_gib` of address space.
+
+  Some PML losses build `[B, B, B]`-sized intermediates (LiftedStructureLoss at B=1024 needed > 20 GiB here and was
+  killed by the OS); in a child with a memory limit that becomes a reported failure instead of killing the benchmark.
+  Returns `(ms or None, error or None)`.
+  """
+  import resource
+  import subprocess
+
+  limit = int(memory_gib * 2**30)
+
+  def limit_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+  command = [sys.executable, "-m", "benchmarks.losses", "--pml-worker", key, str(batch), str(dim), str(repeats),
+             str(warmup), str(threads)]
+  result = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_memory,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  for line in result.stdout.splitlines():
+    if line.startswith("PML_MS "):
+      return float(line.split()[1]), None
+  tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+  if "memory" in result.stderr.lower() or "alloc" in result.stderr.lower() or result.returncode < 0:
+    return None, f"out of memory (> {memory_gib:g} GiB limit)"
+  return None, tail[:120]
+
+
 def _floor(e, y):
   del y
   return jnp.sum(e @ e.T)
@@ -192,7 +228,14 @@ def main(argv=None):
   parser.add_argument("--losses", default="all", help="comma-separated config keys (see CONFIGS) or 'all'")
   parser.add_argument("--no-pml", action="store_true", help="skip the pytorch-metric-learning reference")
   parser.add_argument("--out", default="benchmarks/results/losses.md", help="Markdown file to write")
+  parser.add_argument("--pml-memory-gib", type=float, default=8.0,
+                      help="address-space limit of the child process that times each PML loss")
+  parser.add_argument("--pml-worker", nargs=6, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.pml_worker:
+    key, batch, dim, repeats, warmup, threads = args.pml_worker
+    _pml_worker(key, int(batch), int(dim), int(repeats), int(warmup), int(threads))
+    return
 
   sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
   by_key = {c.key: c for c in CONFIGS}
@@ -204,11 +247,7 @@ def main(argv=None):
       parser.error(f"unknown --losses {unknown}; known: {', '.join(by_key)}")
     configs = [by_key[k] for k in args.losses.split(",")]
 
-  torch_threads = None
-  if not args.no_pml:
-    import torch
-    torch_threads = os.cpu_count()
-    torch.set_num_threads(torch_threads)
+  torch_threads = None if args.no_pml else os.cpu_count()
 
   rows: List[Dict[str, Any]] = []
   floors: Dict[Tuple[int, int], Tuple[float, float, int]] = {}
@@ -225,10 +264,11 @@ def main(argv=None):
       except Exception as error:  # a loss that fails is reported, not hidden
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
       if config.pml is not None and not args.no_pml:
-        row["pml_ms"] = _time_pml(_pml_factory(config.key), embeddings, labels, args.repeats, args.warmup)
+        row["pml_ms"], row["pml_error"] = _time_pml_isolated(config.key, batch, dim, args.repeats, args.warmup,
+                                                             torch_threads, args.pml_memory_gib)
       rows.append(row)
-      print(f"  {config.key:32s} {row.get('ms', float('nan')):9.3f} ms   PML {row.get('pml_ms', float('nan')):9.3f} ms"
-            f"   {row.get('error', '')}", flush=True)
+      print(f"  {config.key:32s} {row.get('ms', float('nan')):9.3f} ms   PML {row.get('pml_ms') or float('nan'):9.3f} ms"
+            f"   {row.get('error', '')} {row.get('pml_error') or ''}", flush=True)
 
   _write(args, sizes, configs, rows, floors, torch_threads)
 
@@ -250,7 +290,8 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
                " measurement, which only the slowest PML losses reach); jit compile time excluded from `ms` and given"
                " in its own column.")
   lines.append("- Floor: `jit(value_and_grad(lambda E: sum(E @ E.T)))` on the same input. PML: forward + `backward()`"
-               " with the configuration listed below (miner time included).")
+               " with the configuration listed below (miner time included), each timed in a child process with torch's"
+               f" thread count set as below and a {args.pml_memory_gib:g} GiB address-space limit.")
   lines.append("- Caveat: a shared machine (other jobs were running) makes these timings noisy; re-run on a quiet"
                " machine for final numbers.")
   lines.append("")
@@ -267,7 +308,8 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
       ratio = row["ms"] / floor_ms
       pml_ms = row.get("pml_ms")
       speedup = pml_ms / row["ms"] if pml_ms else None
-      lines.append(f"| {row['key']} | {batch} | {dim} | {_fmt(row['ms'], 3)} | {_fmt(ratio)} | {_fmt(pml_ms, 3)} |"
+      pml_cell = row["pml_error"] if row.get("pml_error") else _fmt(pml_ms, 3)
+      lines.append(f"| {row['key']} | {batch} | {dim} | {_fmt(row['ms'], 3)} | {_fmt(ratio)} | {pml_cell} |"
                    f" {_fmt(speedup)} | {_fmt(row['compile_s'])} | {_fmt(row['temp_bytes'] / 2**20)} |")
   lines.append("")
   lines += _targets(sizes, rows, floors)
@@ -306,6 +348,10 @@ def _targets(sizes, rows, floors):
   lines.append(f"- Faster than PML: {len(with_pml) - len(behind)} of {len(with_pml)} measurements with a PML"
                " counterpart." + (" Not faster: " + ", ".join(
                    f"`{r['key']}` at B={r['batch']} ({r['pml_ms'] / r['ms']:.2f}×)" for r in behind) if behind else ""))
+  pml_failed = [r for r in rows if r.get("pml_error")]
+  if pml_failed:
+    lines.append("- PML could not run: " + ", ".join(f"`{r['key']}` at B={r['batch']} ({r['pml_error']})"
+                                                      for r in pml_failed) + "; metric_jax is faster by default there.")
   if failed:
     lines.append("- Failed to run: " + ", ".join(f"`{r['key']}` at B={r['batch']}" for r in failed))
   lines.append("")
