@@ -15,6 +15,10 @@ this form (all triplets: `(-inf, inf)`; margin-violating: `(-inf, D_ap + m)`; se
 over the selected negatives of any per-negative quantity are computed in `O(B M log M)` by `window_sums` (sort the
 anchor's negative distances once, prefix sums, two `searchsorted` per anchor-positive pair). `triplet_mask`
 materializes the `[B, M, M]` mask for tests and tiny batches only.
+
+When every anchor has few selected positives (PK batches: `K - 1` each), `slot_triplets` lays the triplets out densely
+as `[B, S, M]` (anchor x positive slot x key, `S` a static bound) without sorting: `O(B S M)`, exact when the bound
+holds (`max_positives`); the losses choose between the two layouts with `lax.cond`.
 """
 
 from __future__ import annotations
@@ -233,6 +237,76 @@ def window_sums(distance, negative, lower, upper, quantities: Sequence[jnp.ndarr
   return tuple(outputs)
 
 
+class SlotTriplets(NamedTuple):
+  """A window's triplets laid out densely over "positive slots" (see `slot_triplets`).
+
+  index: `[B, S]` int32 key index of anchor `a`'s `s`-th selected positive (0 where the slot is empty).
+  valid: `[B, S]` boolean, slot `s` of anchor `a` holds a positive.
+  inside: `[B, S, M]` boolean, triplet `(a, index[a, s], n)` is selected by the window.
+  """
+  index: jnp.ndarray
+  valid: jnp.ndarray
+  inside: jnp.ndarray
+
+
+def check_num_slots(num_slots, name: str = "positive_slots"):
+  """`num_slots` as a static non-negative int (None means 0, i.e. no slot path)."""
+  if num_slots is None:
+    return 0
+  if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 0:
+    raise ValueError(f"`{name}` must be a non-negative int or None, got {num_slots!r}.")
+  return num_slots
+
+
+def max_positives(window: TripletWindow):
+  """Scalar: the largest number of selected positives of any anchor (`max_a sum_p positive[a, p]`)."""
+  return jnp.max(jnp.sum(window.positive, axis=1), initial=0)
+
+
+def positive_slots(positive, num_slots: int):
+  """Key indices of each anchor's first `num_slots` positives, in key order, without sorting the row.
+
+  `lax.top_k` of `-key_index` over the positives (`O(M log S)` per row, `-inf` elsewhere). Positives beyond the first
+  `num_slots` are dropped (callers check `max_positives(window) <= num_slots` first). `S = min(num_slots, M)`.
+
+  Args:
+    positive: `[B, M]` boolean mask.
+    num_slots: a static positive int.
+
+  Returns:
+    `(index, valid)`: `[B, S]` int32 key indices (0 in empty slots) and `[B, S]` booleans.
+  """
+  num_keys = positive.shape[1]
+  keys = jnp.where(positive, -jnp.arange(num_keys, dtype=jnp.float32)[None, :], -jnp.inf)
+  top, index = jax.lax.top_k(keys, min(num_slots, num_keys))
+  valid = top > -jnp.inf
+  return jnp.where(valid, index, 0).astype(jnp.int32), valid
+
+
+def slot_triplets(distance, window: TripletWindow, num_slots: int) -> SlotTriplets:
+  """Dense `[B, S, M]` layout of a window's triplets: anchor x positive slot x key.
+
+  Exact when every anchor has at most `num_slots` selected positives (`max_positives(window) <= num_slots`), as in
+  PK batches with `K <= num_slots + 1`; sums over triplets then cost `O(B S M)` time and memory, with no sort.
+  The window is read without gradient (its bounds are piecewise constant).
+
+  Args:
+    distance: `[B, M]` anchor-to-key distances.
+    window: a `TripletWindow`.
+    num_slots: `S`, a static positive int.
+
+  Returns:
+    A `SlotTriplets`.
+  """
+  d = jax.lax.stop_gradient(_checks.check_matrix(distance, "distance"))
+  index, valid = positive_slots(window.positive, num_slots)
+  lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
+  upper = jnp.take_along_axis(jax.lax.stop_gradient(window.upper), index, axis=1)
+  inside = (valid[:, :, None] & window.negative[:, None, :] & (d[:, None, :] > lower[:, :, None])
+            & (d[:, None, :] < upper[:, :, None]))
+  return SlotTriplets(index, valid, inside)
+
+
 def triplet_mask(distance, window: TripletWindow):
   """Materializes the `[B, M, M]` mask `[a, p, n]` of a window. For tests and tiny batches only."""
   d = jnp.asarray(distance)
@@ -279,5 +353,6 @@ def mine_triplets(name: str, distance, positive, negative, *, pos_threshold=0.0,
 __all__ = [
     "PAIR_MINERS", "TRIPLET_MINERS", "TripletWindow", "threshold_pairs", "batch_hard_pairs", "multi_similarity_pairs",
     "triplet_margin_pairs", "semihard_pairs", "all_triplets", "triplet_margin_triplets", "semihard_triplets",
-    "batch_hard_triplets", "restrict", "window_sums", "triplet_mask", "mine_pairs", "mine_triplets",
+    "batch_hard_triplets", "restrict", "window_sums", "triplet_mask", "mine_pairs", "mine_triplets", "SlotTriplets",
+    "check_num_slots", "max_positives", "positive_slots", "slot_triplets",
 ]

@@ -222,6 +222,7 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
 def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int = 8) -> _Stats:
   """Per-anchor `_Stats` of the triplets in a window, one `[M, M]` tile (positives x negatives) per anchor."""
 
+  @jax.checkpoint  # recompute the tile in the backward pass: residuals stay `[B, M]`, not `[B, M, M]`
   def one_anchor(args):
     row, pos, neg, lo, hi = args
     inside = pos[:, None] & neg[None, :] & (row[None, :] > lo[:, None]) & (row[None, :] < hi[:, None])

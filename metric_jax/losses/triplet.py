@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -10,6 +12,9 @@ from metric_jax.losses._registry import check_embedding_inputs, register
 
 MININGS = ("all", "hard", "semihard")
 REDUCTIONS = ("mean_nonzero", "mean", "sum")
+# Positive slots of the sort-free layout: PK batches with up to 9 samples per class use it (chosen by
+# benchmarks/losses.py at B=1024, D=512, K=4: see the module docstring of `triplet_loss`).
+DEFAULT_POSITIVE_SLOTS = 8
 
 
 def _safe_divide(num, den):
@@ -19,6 +24,7 @@ def _safe_divide(num, den):
 def _tiled_soft_sums(d, window: _mining.TripletWindow, margin, batch_size: int = 8):
   """Per-anchor `sum softplus(D_ap - D_an + m)` and triplet counts over a window, one `[M, M]` tile per anchor."""
 
+  @jax.checkpoint  # recompute the tile in the backward pass: residuals stay `[B, M]`, not `[B, M, M]`
   def one_anchor(args):
     row, pos, neg, lo, hi = args
     inside = neg[None, :] & (row[None, :] > lo[:, None]) & (row[None, :] < hi[:, None]) & pos[:, None]
@@ -32,7 +38,8 @@ def _tiled_soft_sums(d, window: _mining.TripletWindow, margin, batch_size: int =
 
 
 def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
-                 margin: float = 0.2, mining: str = "all", soft: bool = False, reduction: str = "mean_nonzero"):
+                 margin: float = 0.2, mining: str = "all", soft: bool = False, reduction: str = "mean_nonzero",
+                 positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
   """Triplet margin loss on a distance matrix.
 
       l_apn = [D_ap - D_an + margin]_+          (hinge)   or   softplus(D_ap - D_an + margin)   (soft=True)
@@ -51,8 +58,12 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
     `"sum"`.
   0 when no triplet is selected.
 
-  Complexity: the hinge forms sort each anchor's negative distances once and use prefix sums and `searchsorted`
-  (`O(B M log M)`); the soft forms (not separable) are tiled over anchors with `lax.map`, `O(M^2)` memory per step.
+  Complexity (`"all"` / `"semihard"`): when no anchor has more than `positive_slots` (`S`) positives, as in PK
+  batches with `K <= S + 1`, the triplets are evaluated densely over anchor x positive slot x key (`[B, S, M]`,
+  `mining.slot_triplets`): `O(B S M)` time and memory, no sort. Otherwise (checked at run time with `lax.cond`, so the
+  result is exact for every batch) the hinge forms sort each anchor's negative distances once and use prefix sums and
+  `searchsorted` (`O(B M log M)`); the soft forms (not separable) are tiled over anchors with `lax.map`, `O(M^2)`
+  memory per step. Under `vmap` the `cond` becomes a `select` and both layouts run.
 
   Args:
     distance: `[B, M]` distances (Euclidean or squared Euclidean).
@@ -63,6 +74,8 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
     mining: `"all"`, `"hard"` or `"semihard"`.
     soft: softplus instead of the hinge (Hermans et al.'s soft margin, with `margin` added inside).
     reduction: one of `REDUCTIONS`.
+    positive_slots: static bound `S` on the positives per anchor for the sort-free layout (default
+      `DEFAULT_POSITIVE_SLOTS`); 0 or None always uses the sorted / tiled layout.
 
   Returns:
     Scalar loss.
@@ -79,6 +92,7 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
   _checks.check_positive(margin, "margin", strict=False)
   if not isinstance(soft, bool):
     raise TypeError(f"`soft` must be a bool, got {soft!r}.")
+  num_slots = _mining.check_num_slots(positive_slots)
   pos, neg = masks.positive, masks.negative
 
   if mining == "hard":
@@ -100,24 +114,55 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
   else:
     window = _mining.semihard_triplets(d, pos, neg, margin=margin)
 
-  if soft:
-    sums, counts = _tiled_soft_sums(d, window, margin)
-    total = jnp.sum(sums)
-    # softplus > 0 everywhere: every selected triplet is "nonzero".
-    return total if reduction == "sum" else _safe_divide(total, jnp.sum(counts))
+  def general(d):
+    return _window_totals(d, window, margin, soft, reduction == "mean")
 
-  if reduction == "mean":
-    num_selected = jnp.sum(window_counts(d, window))
-  hinge = _mining.restrict(window, upper=d + margin)
-  count, neg_sum = _mining.window_sums(d, hinge.negative, hinge.lower, hinge.upper,
-                                             [jnp.ones_like(d), d])
-  per_pair = jnp.where(hinge.positive, count * (d + margin) - neg_sum, 0.0)
-  total = jnp.sum(per_pair)
+  if num_slots:
+    total, num_nonzero, num_selected = jax.lax.cond(
+        _mining.max_positives(window) <= num_slots,
+        lambda d: _slot_totals(d, window, margin, soft, num_slots), general, d)
+  else:
+    total, num_nonzero, num_selected = general(d)
   if reduction == "sum":
     return total
   if reduction == "mean":
     return _safe_divide(total, num_selected)
-  return _safe_divide(total, jnp.sum(jnp.where(hinge.positive, count, 0.0)))
+  return _safe_divide(total, num_nonzero)
+
+
+def _window_totals(d, window: _mining.TripletWindow, margin, soft: bool, need_selected: bool):
+  """`(sum of losses, number of triplets with loss > 0, number of selected triplets)` with per-anchor sorted
+  negatives and prefix sums (hinge) or anchor tiles (soft). Any number of positives per anchor."""
+  if soft:
+    sums, counts = _tiled_soft_sums(d, window, margin)
+    # softplus > 0 everywhere: every selected triplet is "nonzero".
+    count = jnp.sum(counts).astype(d.dtype)
+    return jnp.sum(sums), count, count
+  num_selected = jnp.sum(window_counts(d, window)).astype(d.dtype) if need_selected else jnp.zeros((), d.dtype)
+  hinge = _mining.restrict(window, upper=d + margin)
+  count, neg_sum = _mining.window_sums(d, hinge.negative, hinge.lower, hinge.upper, [jnp.ones_like(d), d])
+  per_pair = jnp.where(hinge.positive, count * (d + margin) - neg_sum, 0.0)
+  return jnp.sum(per_pair), jnp.sum(jnp.where(hinge.positive, count, 0.0)), num_selected
+
+
+def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots: int):
+  """`_window_totals` over the dense `[B, S, M]` positive-slot layout (`mining.slot_triplets`): no sort, `O(B S M)`.
+  Exact when no anchor has more than `num_slots` selected positives."""
+  slots = _mining.slot_triplets(d, window, num_slots)
+  d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
+  num_selected = jnp.sum(slots.inside).astype(d.dtype)
+  if soft:
+    x = d_ap[:, :, None] - d[:, None, :] + margin                                  # [B, S, M]
+    total = jnp.sum(jnp.where(slots.inside, jax.nn.softplus(jnp.where(slots.inside, x, 0.0)), 0.0))
+    return total, num_selected, num_selected
+  # Hinge: sum over violating (a, s, n) of D_ap + m - D_an = sum_{a,s} c_as (D_ap + m) - sum_{a,n} c_an D_an, with the
+  # (piecewise constant) counts c_as = #n and c_an = #s, so gradients only touch `[B, S]` and `[B, M]` arrays.
+  ds = jax.lax.stop_gradient(d)
+  violating = (slots.inside & (ds[:, None, :] < jax.lax.stop_gradient(d_ap + margin)[:, :, None])).astype(d.dtype)
+  per_positive = jnp.sum(violating, axis=2)
+  per_negative = jnp.sum(violating, axis=1)
+  total = jnp.sum(per_positive * (d_ap + margin)) - jnp.sum(per_negative * d)
+  return total, jnp.sum(per_positive), num_selected
 
 
 def window_counts(distance, window: _mining.TripletWindow):
@@ -129,7 +174,7 @@ def window_counts(distance, window: _mining.TripletWindow):
 
 @register("triplet")
 def triplet(embeddings, labels, *, valid=None, margin: float = 0.2, mining: str = "all", soft: bool = False,
-            squared: bool = False, reduction: str = "mean_nonzero"):
+            squared: bool = False, reduction: str = "mean_nonzero", positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
   """Triplet loss of a `[B, D]` batch with integer labels `[B]`; see `triplet_loss`.
 
   `squared`: use squared Euclidean distances (FaceNet) instead of Euclidean ones (default, pytorch-metric-learning's
@@ -139,7 +184,8 @@ def triplet(embeddings, labels, *, valid=None, margin: float = 0.2, mining: str 
   if not isinstance(squared, bool):
     raise TypeError(f"`squared` must be a bool, got {squared!r}.")
   d = pairwise.squared_euclidean(embeddings) if squared else pairwise.euclidean(embeddings)
-  return triplet_loss(d, labels, query_valid=valid, margin=margin, mining=mining, soft=soft, reduction=reduction)
+  return triplet_loss(d, labels, query_valid=valid, margin=margin, mining=mining, soft=soft, reduction=reduction,
+                      positive_slots=positive_slots)
 
 
-__all__ = ["triplet_loss", "triplet", "window_counts", "MININGS", "REDUCTIONS"]
+__all__ = ["triplet_loss", "triplet", "window_counts", "MININGS", "REDUCTIONS", "DEFAULT_POSITIVE_SLOTS"]
