@@ -42,9 +42,12 @@ Options (all hyperparameters are keywords):
 Reductions: `"sum"`; `"mean"` (divided by the number of selected pairs / triplets); `"anchor_mean"` (divided by the
 number of valid query rows, as multi-similarity, lifted structure and N-pair average over anchors).
 
-Memory: the triplet form never builds `[B, M, M]`: constant and exponential weights are separable
-(`exp(alpha (D_ij - D_ik + m)) = exp(alpha (D_ij + m)) exp(-alpha D_ik)`), so each anchor-positive pair reads its
-sums from per-anchor sorted negatives with prefix sums (`mining.window_sums`); power weights are tiled over anchors.
+Memory: the triplet form never builds `[B, M, M]`. When no anchor has more than `positive_slots` (S) selected
+positives (PK batches), the triplets are laid out densely as anchor x positive slot x key, `[B, S, M]`, for every
+weighting, with no sort. Otherwise (chosen at run time by `lax.cond`, exact either way): constant and exponential
+weights are separable (`exp(alpha (D_ij - D_ik + m)) = exp(alpha (D_ij + m)) exp(-alpha D_ik)`), so each
+anchor-positive pair reads its sums from per-anchor sorted negatives with prefix sums (`mining.window_sums`); power
+weights are tiled over anchors (recomputed in the backward pass, so residuals stay `[B, M]`).
 
 References:
   Liu, Cheng, et al., "A general pair-based weighting loss for deep metric learning", arXiv:1905.12837.
@@ -52,7 +55,7 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +64,7 @@ from metric_jax import _checks, labels as _labels, mining as _mining, pairwise, 
 from metric_jax.losses._registry import check_embedding_inputs, register
 
 REDUCTIONS = ("mean", "anchor_mean", "sum")
+DEFAULT_POSITIVE_SLOTS = 8  # as `metric_jax.losses.triplet.DEFAULT_POSITIVE_SLOTS`
 DISTANCES = ("euclidean", "squared_euclidean", "negative_cosine")
 
 
@@ -233,6 +237,24 @@ def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int
                      batch_size=batch_size)
 
 
+def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) -> _Stats:
+  """Per-anchor `_Stats` over the dense `[B, S, M]` positive-slot layout (`mining.slot_triplets`): no sort, `O(B S M)`,
+  any weighting. Exact when no anchor has more than `num_slots` selected positives."""
+  slots = _mining.slot_triplets(d, window, num_slots)
+  d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
+  if weighting == "constant":
+    # sum_{s,n} (D_as + m - D_an) = sum_s c_as (D_as + m) - sum_n c_an D_an with counts c_as = #n, c_an = #s.
+    inside = slots.inside.astype(d.dtype)
+    per_positive = jnp.sum(inside, axis=2)
+    per_negative = jnp.sum(inside, axis=1)
+    sum_x = jnp.sum(per_positive * (d_ap + margin), axis=1) - jnp.sum(per_negative * d, axis=1)
+    zeros = jnp.zeros((d.shape[0],), d.dtype)
+    return _Stats(jnp.sum(per_positive, axis=1), sum_x, zeros, zeros, jnp.full_like(zeros, -jnp.inf))
+  x = d_ap[:, :, None] - d[:, None, :] + margin                                    # [B, S, M]
+  batch = d.shape[0]
+  return _element_stats(x.reshape(batch, -1), slots.inside.reshape(batch, -1), weighting, p, alpha, axis=1)
+
+
 def _sorted_triplet_stats(d, window, margin, weighting, alpha) -> _Stats:
   """Per-anchor `_Stats` from prefix sums over each anchor's sorted negatives (constant / exponential weights)."""
   if weighting == "constant":
@@ -264,7 +286,8 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
                      self_offset="auto", margin: float = 0.2, mining: str = "none", pos_threshold: float = 0.0,
                      neg_threshold: float = 1.0, epsilon: float = 0.1, weighting: str = "constant", p: float = 1.0,
                      alpha: float = 2.0, normalize="none", normalize_offset: float = 0.0, hinge: bool = True,
-                     reduction: str = "mean", method: str = "auto"):
+                     reduction: str = "mean", method: str = "auto",
+                     positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
   """GPW triplet form (Eq. 21), weights `w_ijk` on `x = D_ij - D_ik + m`, on a `[B, M]` distance matrix.
 
   Args:
@@ -279,7 +302,12 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
     normalize_offset: constant added to the normalization denominators (1 gives N-pair's "1 +").
     hinge: `[x]_+` (True) or `x` (False).
     reduction: `"mean"`, `"anchor_mean"` or `"sum"`.
-    method: `"auto"` (prefix sums for constant / exponential weights, tiles for power), `"sorted"` or `"tiled"`.
+    method: `"auto"`, `"sorted"` (prefix sums over sorted negatives; constant / exponential weights) or `"tiled"`
+      (one `[M, M]` tile per anchor). `"auto"` uses the dense positive-slot layout (`[B, S, M]`, no sort, every
+      weighting) when no anchor has more than `positive_slots` selected positives (checked at run time with
+      `lax.cond`), and otherwise `"sorted"` for constant / exponential weights and `"tiled"` for power weights.
+    positive_slots: static bound `S` of the slot layout of `method="auto"` (default `DEFAULT_POSITIVE_SLOTS`; PK
+      batches with up to `S + 1` samples per class); 0 or None disables it.
 
   Returns:
     Scalar loss; 0 when no triplet is selected.
@@ -290,6 +318,7 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   _check_common(mining, weighting, normalize, reduction, hinge, normalize_offset, (("p", p),), (("alpha", alpha),))
   _checks.check_choice(mining, "mining", _mining.TRIPLET_MINERS)
   _checks.check_choice(method, "method", ("auto", "sorted", "tiled"))
+  num_slots = _mining.check_num_slots(positive_slots)
   if method == "sorted" and weighting == "power":
     raise ValueError("`method='sorted'` needs separable weights (`weighting` 'constant' or 'exponential').")
   window = _mining.mine_triplets(mining, d, masks.positive, masks.negative, pos_threshold=pos_threshold,
@@ -297,9 +326,14 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   if hinge:
     window = _mining.restrict(window, upper=jax.lax.stop_gradient(d) + margin)
   if method == "tiled" or (method == "auto" and weighting == "power"):
-    stats = _tiled_triplet_stats(d, window, margin, weighting, p, alpha)
+    general = lambda d: _tiled_triplet_stats(d, window, margin, weighting, p, alpha)
   else:
-    stats = _sorted_triplet_stats(d, window, margin, weighting, alpha)
+    general = lambda d: _sorted_triplet_stats(d, window, margin, weighting, alpha)
+  if method == "auto" and num_slots:
+    stats = jax.lax.cond(_mining.max_positives(window) <= num_slots,
+                         lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots), general, d)
+  else:
+    stats = general(d)
   total = _potential(stats, weighting, normalize, p, alpha, normalize_offset)
   num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
   return _reduce(total, reduction, jnp.sum(stats.count), num_queries)
