@@ -157,3 +157,40 @@ def test_bad_inputs_name_the_argument():
     mining.batch_hard_pairs(d, jnp.ones((3, 3)), mask)
   with pytest.raises(ValueError, match="distance"):
     mining.semihard_pairs(jnp.ones((3,)), mask, mask)
+
+
+def test_positive_slots_hold_each_rows_first_positives_in_key_order():
+  _, pos, _, _ = _setup()
+  for num_slots in (1, 2, 3, 20):
+    index, valid = mining.positive_slots(jnp.asarray(pos), num_slots)
+    width = min(num_slots, pos.shape[1])
+    assert index.shape == valid.shape == (len(LABELS), width)
+    for a in range(len(LABELS)):
+      expected = list(np.nonzero(pos[a])[0][:width])
+      assert list(np.asarray(index[a])[np.asarray(valid[a])]) == expected
+      assert list(np.asarray(valid[a])) == [True] * len(expected) + [False] * (width - len(expected))
+  assert int(mining.max_positives(mining.all_triplets(jnp.asarray(_setup()[0]), jnp.asarray(pos),
+                                                      jnp.asarray(~pos)))) == 2
+
+
+@pytest.mark.parametrize("name", ["none", "semihard", "triplet_margin"])
+def test_slot_triplets_are_the_materialized_triplets_of_each_slot(name):
+  d, pos, neg, _ = _setup(3)
+  window = mining.mine_triplets(name, jnp.asarray(d), jnp.asarray(pos), jnp.asarray(neg), margin=0.5)
+  slots = mining.slot_triplets(jnp.asarray(d), window, 2)
+  full = np.asarray(mining.triplet_mask(jnp.asarray(d), window))                   # [B, M, M]
+  for a in range(len(LABELS)):
+    for s in range(2):
+      if slots.valid[a, s]:
+        np.testing.assert_array_equal(np.asarray(slots.inside[a, s]), full[a, int(slots.index[a, s])])
+      else:
+        assert not np.asarray(slots.inside[a, s]).any()
+  # Every selected triplet lands in exactly one slot (at most 2 positives per anchor here).
+  assert int(jnp.sum(slots.inside)) == int(full.sum())
+
+
+def test_num_slots_must_be_a_non_negative_int():
+  assert mining.check_num_slots(None) == 0 and mining.check_num_slots(4) == 4
+  for bad in (-1, 2.0, True, "8"):
+    with pytest.raises(ValueError, match="positive_slots"):
+      mining.check_num_slots(bad)
