@@ -18,11 +18,14 @@ import sys
 import time
 from typing import Dict, Optional
 
-from absl import app, flags
+from absl import app, flags, logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, results, plots).")
+_RESULTS_DIR = flags.DEFINE_string(
+    "results_dir", None, "If set, also write the summary table `<name>.md` and the first seed's plots "
+    "`<name>_loss.png`, `<name>_embedding.png` there (e.g. experiments/results).")
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
@@ -290,6 +293,77 @@ def train_and_evaluate(c, workdir: str, command: Optional[str] = None) -> dict:
   return {"untrained": baseline, "trained": final, "summary": summary, **extra}
 
 
+def run_seeds(c, workdir: str, command: str) -> dict:
+  """Runs the experiment once per seed of `c.seeds` (or `c.seed`) and summarises them as mean ± std.
+
+  With one seed the run lives in `workdir`; with several, seed s runs in `workdir/seed_<s>` (each resumable on its own)
+  and `workdir/summary.md` / `summary.json` hold the table over seeds.
+  """
+  import jax
+  seeds = tuple(int(s) for s in (c.get("seeds") or (c.seed,)))
+  runs = []
+  for seed in seeds:
+    cs = c.copy_and_resolve_references()
+    with cs.unlocked():
+      cs.seed = seed
+    run_dir = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed_{seed}")
+    runs.append((seed, run_dir, train_and_evaluate(cs, run_dir, command=command)))
+  summary = summarize_seeds(c, command, runs)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+      f.write(summary["markdown"])
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump({k: v for k, v in summary.items() if k != "markdown"}, f, indent=2)
+  return summary
+
+
+def summarize_seeds(c, command: str, runs) -> dict:
+  """Mean ± sample std over seeds of every metric, untrained and trained; returns the table as Markdown too."""
+  import numpy as np
+  keys = [k for k in runs[0][2]["trained"] if k in runs[0][2]["untrained"]]
+  stats = {}
+  for which in ("untrained", "trained"):
+    stats[which] = {}
+    for k in keys:
+      vals = np.array([r[which][k] for _, _, r in runs], np.float64)
+      std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+      stats[which][k] = {"mean": float(vals.mean()), "std": std, "values": vals.tolist()}
+  first = runs[0][2]
+  seeds = [s for s, _, _ in runs]
+  walls = ", ".join("%.1f s" % r["wall_seconds"] for _, _, r in runs)
+  lines = [f"# Results: {c.name}", "", "Written by the run itself. Command:", "", "```bash", command, "```", "",
+           f"Seeds {', '.join(map(str, seeds))} (mean ± sample std over {len(seeds)} run(s)); dataset `{c.dataset}` "
+           f"({c.split} split): {first['num_train']} train / {first['num_test']} test images, "
+           f"{first['num_train_classes']} train / {first['num_test_classes']} test classes (class-disjoint for the "
+           f"retrieval split); {c.num_steps} steps per run; {first['devices']} device(s) on {first['processes']} "
+           f"process(es); machine: {first['machine']}; wall time per run: "
+           f"{walls}.", "",
+           "Untrained = the same network at initialisation (same seed), evaluated the same way.", "",
+           "| metric | untrained | trained |", "|---|---|---|"]
+  for k in keys:
+    u, t = stats["untrained"][k], stats["trained"][k]
+    lines.append(f"| {k} | {u['mean']:.4f} ± {u['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} |")
+  lines += ["", "Per seed (trained): " + "; ".join(
+      "seed %d: recall@1 %.4f, nmi %.4f" % (s, r["trained"].get("recall@1", float("nan")),
+                                             r["trained"].get("nmi", float("nan")))
+      for s, _, r in runs), "",
+            f"Plots (seed {seeds[0]}): `{c.name}_loss.png` (training loss), `{c.name}_embedding.png` "
+            "(2-D PCA of the unseen-class test embeddings). Per-run tables: `results.md` in each run directory.", ""]
+  return {"command": command, "seeds": seeds, "stats": stats, "run_dirs": [d for _, d, _ in runs],
+          "markdown": "\n".join(lines)}
+
+
+def publish(summary: dict, name: str, results_dir: str) -> None:
+  """Copies the summary table and the first seed's plots into `results_dir` (e.g. experiments/results)."""
+  import shutil
+  os.makedirs(results_dir, exist_ok=True)
+  with open(os.path.join(results_dir, f"{name}.md"), "w") as f:
+    f.write(summary["markdown"])
+  first_dir = summary["run_dirs"][0]
+  for plot in ("loss", "embedding"):
+    shutil.copyfile(os.path.join(first_dir, f"{plot}.png"), os.path.join(results_dir, f"{name}_{plot}.png"))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -297,17 +371,22 @@ def main(argv):
   if c is None:
     raise app.UsageError("--config is required.")
   workdir = _WORKDIR.value or os.path.join("runs", c.name)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
   from metric_jax.train import distributed
   d = c.distributed
   distributed.initialize(d.coordinator_address or None, d.num_processes, d.process_id,
                          local_device_count=d.local_device_count or None)
-  results = train_and_evaluate(c, workdir)
+  command = "python -m experiments.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  summary = run_seeds(c, workdir, command)
   import jax
   if jax.process_index() == 0:
-    keys = [k for k in ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "knn_accuracy") if k in results["trained"]]
-    print(f"results in {os.path.join(workdir, 'results.md')}")
-    for k in keys:
-      print(f"  {k:14s} untrained {results['untrained'][k]:.4f}  trained {results['trained'][k]:.4f}")
+    if _RESULTS_DIR.value:
+      publish(summary, c.name, _RESULTS_DIR.value)
+    print(f"summary in {os.path.join(workdir, 'summary.md')}")
+    for k in ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "knn_accuracy"):
+      if k in summary["stats"]["trained"]:
+        u, t = summary["stats"]["untrained"][k], summary["stats"]["trained"][k]
+        print(f"  {k:14s} untrained {u['mean']:.4f} ± {u['std']:.4f}   trained {t['mean']:.4f} ± {t['std']:.4f}")
 
 
 if __name__ == "__main__":

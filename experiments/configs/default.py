@@ -16,6 +16,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.name = "default"
   c.seed = 0
+  c.seeds = (0, 1, 2)                  # one run per seed; results are mean ± std over them
   c.dataset = "sklearn_digits"
   c.protocol = ""                      # omniglot: full | small; "" = the dataset's default
   c.data_dir = ""

@@ -27,3 +27,23 @@ def test_default_experiment_writes_results_plots_and_resumes(tmp_path):
   again = experiment.train_and_evaluate(c, workdir, command="again")
   assert again["summary"]["start_step"] == 4
   assert again["trained"]["recall@1"] == out["trained"]["recall@1"]
+
+
+def test_seeds_are_summarised_as_mean_and_sample_std_and_published(tmp_path):
+  c = default.get_config()
+  c.num_steps, c.eval_every, c.checkpoint_every, c.log_every, c.progress = 2, 2, 2, 1, False
+  c.seeds = (3, 4)
+  workdir = str(tmp_path / "run")
+  summary = experiment.run_seeds(c, workdir, "python -m experiments.train (seeds test)")
+  per_seed = [json.load(open(os.path.join(workdir, f"seed_{s}", "results.json"))) for s in (3, 4)]
+  assert [r["seed"] for r in per_seed] == [3, 4]
+  for metric in ("recall@1", "nmi"):
+    a, b = (r["trained"][metric] for r in per_seed)
+    stats = summary["stats"]["trained"][metric]
+    assert abs(stats["mean"] - (a + b) / 2) < 1e-12
+    assert abs(stats["std"] - abs(a - b) / 2 ** 0.5) < 1e-12  # sample std of two values
+  table = open(os.path.join(workdir, "summary.md")).read()
+  assert "Seeds 3, 4" in table and "(seeds test)" in table and "| recall@1 |" in table and " ± " in table
+  results_dir = str(tmp_path / "results")
+  experiment.publish(summary, c.name, results_dir)
+  assert sorted(os.listdir(results_dir)) == ["default.md", "default_embedding.png", "default_loss.png"]
