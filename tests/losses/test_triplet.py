@@ -179,3 +179,90 @@ def test_bad_hyperparameters_name_the_argument():
     triplet(emb, labels, soft="yes")
   with pytest.raises(TypeError, match="squared"):
     triplet(emb, labels, squared=1)
+
+
+# Positive-slot layout: with 2 slots, FEW has at most 2 positives per anchor (slot path), MANY has an anchor with 4
+# (the `lax.cond` must take the sorted / tiled fallback). Both are compared with the brute-force loop and with the
+# slot path disabled (`positive_slots=0`), values and gradients.
+FEW = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 4])
+MANY = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 3])
+_OPTIONS = list(itertools.product([False, True], [False, True], ["sum", "mean", "mean_nonzero"]))
+
+
+@pytest.mark.parametrize("mining", ["all", "semihard"])
+def test_positive_slot_path_equals_sorted_path_and_brute_force(mining):
+  rng = np.random.default_rng(8)
+  emb = rng.normal(size=(10, 3)) * 0.6
+  with jax.enable_x64(True):
+    for soft, squared, reduction in _OPTIONS:
+      kw = dict(margin=0.4, mining=mining, soft=soft, squared=squared, reduction=reduction)
+      slots = jax.jit(jax.value_and_grad(lambda e, y: triplet(e, y, positive_slots=2, **kw)))
+      general = jax.jit(jax.value_and_grad(lambda e, y: triplet(e, y, positive_slots=0, **kw)))
+      for labels in (FEW, MANY):
+        expected = _reduce(_brute(emb, labels, 0.4, mining, soft, squared), reduction)
+        v1, g1 = slots(jnp.asarray(emb), jnp.asarray(labels))
+        v2, g2 = general(jnp.asarray(emb), jnp.asarray(labels))
+        msg = f"{soft=} {squared=} {reduction=} labels={labels}"
+        np.testing.assert_allclose(float(v1), expected, rtol=1e-10, atol=1e-12, err_msg=msg)
+        np.testing.assert_allclose(float(v2), expected, rtol=1e-10, atol=1e-12, err_msg=msg)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-12, err_msg=msg)
+
+
+def test_positive_slot_gradient_matches_brute_force_finite_differences():
+  rng = np.random.default_rng(9)
+  emb = rng.normal(size=(10, 3)) * 0.6
+  h = 1e-6
+  with jax.enable_x64(True):
+    for mining, soft in (("all", False), ("semihard", False), ("all", True)):
+      grad = jax.grad(lambda e: triplet(e, jnp.asarray(FEW), margin=0.4, mining=mining, soft=soft, reduction="sum",
+                                        positive_slots=2))(jnp.asarray(emb))
+      numeric = np.zeros_like(emb)
+      for i, j in itertools.product(range(emb.shape[0]), range(emb.shape[1])):
+        up, down = emb.copy(), emb.copy()
+        up[i, j] += h
+        down[i, j] -= h
+        numeric[i, j] = (_brute(up, FEW, 0.4, mining, soft, False).sum()
+                         - _brute(down, FEW, 0.4, mining, soft, False).sum()) / (2 * h)
+      np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-5, atol=1e-7, err_msg=f"{mining} {soft=}")
+
+
+def test_slot_path_alone_would_drop_positives_beyond_its_slots():
+  """Shows the fallback in the test above is needed: the slot sums alone miss the MANY batch's extra positives."""
+  from metric_jax import labels as labels_lib, mining as mining_lib
+  from metric_jax.losses import triplet as triplet_module
+  rng = np.random.default_rng(8)
+  emb = jnp.asarray(rng.normal(size=(10, 3)) * 0.6)
+  d = jnp.sqrt(jnp.sum((emb[:, None] - emb[None]) ** 2, -1) + jnp.eye(10))
+  masks = labels_lib.pair_masks(jnp.asarray(MANY))
+  window = mining_lib.all_triplets(d, masks.positive, masks.negative)
+  assert int(mining_lib.max_positives(window)) == 4
+  truncated, _, _ = triplet_module._slot_totals(d, window, 0.4, False, 2)
+  full, _, _ = triplet_module._slot_totals(d, window, 0.4, False, 4)
+  assert float(truncated) < float(full)
+
+
+def _array_sizes(jaxpr):
+  """Shapes of every value in a jaxpr, including the branches of `cond` and the bodies of loops."""
+  shapes = []
+  for eqn in jaxpr.eqns:
+    shapes += [tuple(v.aval.shape) for v in eqn.outvars]
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+        if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+          shapes += _array_sizes(sub.jaxpr)
+        elif hasattr(sub, "eqns"):
+          shapes += _array_sizes(sub)
+  return shapes
+
+
+@pytest.mark.parametrize("hparams", [dict(mining="all"), dict(mining="semihard"), dict(soft=True)])
+def test_no_cubic_buffer_at_batch_256_with_8_slots(hparams):
+  batch = 256
+  emb = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 8)), jnp.float32)
+  labels = jnp.asarray(np.repeat(np.arange(batch // 4), 4))
+  fn = jax.value_and_grad(lambda e: triplet(e, labels, positive_slots=8, **hparams))
+  shapes = _array_sizes(jax.make_jaxpr(fn)(emb).jaxpr)
+  assert (batch, 8, batch) in shapes                                   # the slot layout is there
+  assert max(int(np.prod(s)) for s in shapes) <= 8 * batch * batch     # nothing of B^3 = 32 x that
+  temp = jax.jit(fn).lower(emb).compile().memory_analysis().temp_size_in_bytes
+  assert temp < batch ** 3 * 4 / 4, temp                               # a float32 [B, B, B] buffer is 64 MiB
