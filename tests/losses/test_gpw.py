@@ -262,3 +262,28 @@ def test_bad_hyperparameters_name_the_argument():
     losses.get("gpw_pair")(emb, labels, pos_margin=2.0, neg_margin=1.0)
   with pytest.raises(ValueError, match="method"):
     losses.get("gpw_triplet")(emb, labels, weighting="power", method="sorted")
+
+
+# Positive slots (method="auto", positive_slots=2): the default labels have at most 2 positives per anchor (slot path);
+# MANY has an anchor with 4 (the `lax.cond` must take the sorted / tiled fallback). Values against the brute-force
+# loop, gradients against the explicit sorted / tiled method.
+MANY = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 3])
+
+
+@pytest.mark.parametrize("mining", _MININGS)
+def test_triplet_positive_slots_match_brute_force_and_the_general_method(mining):
+  _, few, d = _data(7)
+  with jax.enable_x64(True):
+    for (m, kind, normalize, hinge, reduction, c) in [t for t in _COMBOS if t[0] == mining]:
+      kw = dict(margin=MARGIN, mining=m, pos_threshold=T1, neg_threshold=T2, epsilon=EPS, weighting=kind, p=P,
+                alpha=ALPHA, normalize=normalize, normalize_offset=c, hinge=hinge, reduction=reduction)
+      slots = jax.jit(jax.value_and_grad(lambda x, y: gpw_triplet_loss(x, y, positive_slots=2, **kw)))
+      method = "tiled" if kind == "power" else "sorted"
+      general = jax.jit(jax.grad(lambda x, y: gpw_triplet_loss(x, y, method=method, **kw)))
+      for labels in (few, MANY):
+        expected = _brute_triplet(d, labels, m, kind, normalize, hinge, reduction, c)
+        value, grad = slots(jnp.asarray(d), jnp.asarray(labels))
+        msg = f"{kind} {normalize} {hinge=} {reduction} {c=} labels={labels}"
+        np.testing.assert_allclose(float(value), expected, rtol=1e-9, atol=1e-12, err_msg=msg)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(general(jnp.asarray(d), jnp.asarray(labels))),
+                                   rtol=1e-9, atol=1e-12, err_msg=msg)
