@@ -114,15 +114,25 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
   else:
     window = _mining.semihard_triplets(d, pos, neg, margin=margin)
 
-  def general(d):
-    return _window_totals(d, window, margin, soft, reduction == "mean")
+  need_selected = reduction == "mean"
 
+  def general(d):
+    # Value and exact gradient of the sorted / tiled evaluation (any number of positives per anchor).
+    (total, (num_nonzero, num_selected)), coef = jax.value_and_grad(
+        lambda d: _split(_window_totals(d, window, margin, soft, need_selected)), has_aux=True)(d)
+    return total, num_nonzero, num_selected, coef
+
+  # The selection is piecewise constant in `d`, so each branch returns the loss and its gradient `coef = dL/dD` ([B, M])
+  # without gradient, and the gradient is reattached below as `sum(coef * (D - stop_gradient(D)))` (value unchanged):
+  # the `cond` then keeps no residuals and the backward pass is one `[B, M]` product.
+  ds = jax.lax.stop_gradient(d)
   if num_slots:
-    total, num_nonzero, num_selected = jax.lax.cond(
+    total, num_nonzero, num_selected, coef = jax.lax.cond(
         _mining.max_positives(window) <= num_slots,
-        lambda d: _slot_totals(d, window, margin, soft, num_slots), general, d)
+        lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected), general, ds)
   else:
-    total, num_nonzero, num_selected = general(d)
+    total, num_nonzero, num_selected, coef = general(ds)
+  total = total + jnp.sum(coef * (d - ds))
   if reduction == "sum":
     return total
   if reduction == "mean":
@@ -145,24 +155,58 @@ def _window_totals(d, window: _mining.TripletWindow, margin, soft: bool, need_se
   return jnp.sum(per_pair), jnp.sum(jnp.where(hinge.positive, count, 0.0)), num_selected
 
 
-def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots: int):
-  """`_window_totals` over the dense `[B, S, M]` positive-slot layout (`mining.slot_triplets`): no sort, `O(B S M)`.
-  Exact when no anchor has more than `num_slots` selected positives."""
-  slots = _mining.slot_triplets(d, window, num_slots)
-  d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
-  num_selected = jnp.sum(slots.inside).astype(d.dtype)
+def _split(totals):
+  total, num_nonzero, num_selected = totals
+  return total, (jax.lax.stop_gradient(num_nonzero), jax.lax.stop_gradient(num_selected))
+
+
+def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots: int, need_selected: bool):
+  """`(sum of losses, number of triplets with loss > 0, number of selected triplets, dL/dD)` over the positive-slot
+  layout (`mining.slot_triplets`'s `[B, S, M]` triplets), evaluated as `S` passes of `[B, M]` operations (no `[B, S, M]`
+  intermediate, no sort). Exact when no anchor has more than `num_slots` selected positives. `d` carries no gradient;
+  the gradient is returned explicitly:
+
+    hinge:  L = sum_{a,s,n} v_asn (D_as + m - D_an),  dL/dD_as = sum_n v_asn,  dL/dD_an = -sum_s v_asn
+    soft:   L = sum_{a,s,n} softplus(x_asn),  x_asn = D_as + m - D_an,  dL/dD_as = sum_n sigmoid(x_asn),
+            dL/dD_an = -sum_s sigmoid(x_asn)   (sums over selected triplets; v_asn = selected and x_asn > 0)
+  """
+  index, valid = _mining.positive_slots(window.positive, num_slots)
+  d_ap = jnp.take_along_axis(d, index, axis=1)                                    # [B, S]
+  lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
+  upper = jnp.where(valid, jnp.take_along_axis(jax.lax.stop_gradient(window.upper), index, axis=1), -jnp.inf)
+  bound = upper if soft else jnp.minimum(upper, d_ap + margin)                    # hinge: only x > 0 counts
+  neg = window.negative
+
+  def one_slot(carry, column):
+    # One positive slot as `[B, M]` operations; a `scan` (not a Python loop) keeps XLA from fusing the `S` row
+    # reductions into one slow multi-output loop on CPU.
+    per_negative, total, num_selected = carry
+    lo, hi, up, d_as = (c[:, None] for c in column)
+    inside = neg & (d > lo) & (d < hi)
+    if soft:
+      x = jnp.where(inside, d_as + margin - d, 0.0)
+      total = total + jnp.sum(jnp.where(inside, jax.nn.softplus(x), 0.0))
+      weight = jnp.where(inside, jax.nn.sigmoid(x), 0.0)
+      num_selected = num_selected + jnp.sum(inside)
+    else:
+      weight = inside.astype(d.dtype)
+      if need_selected:
+        num_selected = num_selected + jnp.sum(neg & (d > lo) & (d < up))
+    return (per_negative + weight, total, num_selected), jnp.sum(weight, axis=1)
+
+  zero = jnp.zeros((), d.dtype)
+  columns = (lower.T, bound.T, upper.T, d_ap.T)                                   # each [S, B]
+  (per_negative, total, num_selected), per_positive = jax.lax.scan(
+      one_slot, (jnp.zeros_like(d), zero, zero), columns, unroll=2)
+  per_positive = per_positive.T                                                   # [B, S]
+  num_nonzero = num_selected
+  rows = jnp.arange(d.shape[0])[:, None]
+  coef = jnp.zeros_like(d).at[rows, index].add(jnp.where(valid, per_positive, 0.0)) - per_negative
   if soft:
-    x = d_ap[:, :, None] - d[:, None, :] + margin                                  # [B, S, M]
-    total = jnp.sum(jnp.where(slots.inside, jax.nn.softplus(jnp.where(slots.inside, x, 0.0)), 0.0))
-    return total, num_selected, num_selected
-  # Hinge: sum over violating (a, s, n) of D_ap + m - D_an = sum_{a,s} c_as (D_ap + m) - sum_{a,n} c_an D_an, with the
-  # (piecewise constant) counts c_as = #n and c_an = #s, so gradients only touch `[B, S]` and `[B, M]` arrays.
-  ds = jax.lax.stop_gradient(d)
-  violating = (slots.inside & (ds[:, None, :] < jax.lax.stop_gradient(d_ap + margin)[:, :, None])).astype(d.dtype)
-  per_positive = jnp.sum(violating, axis=2)
-  per_negative = jnp.sum(violating, axis=1)
+    return total, num_nonzero, num_nonzero, coef
+  num_nonzero = jnp.sum(per_positive)
   total = jnp.sum(per_positive * (d_ap + margin)) - jnp.sum(per_negative * d)
-  return total, jnp.sum(per_positive), num_selected
+  return total, num_nonzero, num_selected, coef
 
 
 def window_counts(distance, window: _mining.TripletWindow):
