@@ -240,16 +240,27 @@ def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int
 def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) -> _Stats:
   """Per-anchor `_Stats` over the dense `[B, S, M]` positive-slot layout (`mining.slot_triplets`): no sort, `O(B S M)`,
   any weighting. Exact when no anchor has more than `num_slots` selected positives."""
-  slots = _mining.slot_triplets(d, window, num_slots)
-  d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
   if weighting == "constant":
-    # sum_{s,n} (D_as + m - D_an) = sum_s c_as (D_as + m) - sum_n c_an D_an with counts c_as = #n, c_an = #s.
-    inside = slots.inside.astype(d.dtype)
-    per_positive = jnp.sum(inside, axis=2)
-    per_negative = jnp.sum(inside, axis=1)
+    # sum_{s,n} (D_as + m - D_an) = sum_s c_as (D_as + m) - sum_n c_an D_an with counts c_as = #n, c_an = #s, taken
+    # slot by slot as `[B, M]` passes (a `scan`: on CPU, XLA runs `S` fused row reductions far slower than a loop).
+    index, valid = _mining.positive_slots(window.positive, num_slots)
+    d_ap = jnp.take_along_axis(d, index, axis=1)                                  # [B, S]
+    ds = jax.lax.stop_gradient(d)
+    lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
+    upper = jnp.where(valid, jnp.take_along_axis(jax.lax.stop_gradient(window.upper), index, axis=1), -jnp.inf)
+
+    def one_slot(per_negative, column):
+      lo, up = (c[:, None] for c in column)
+      inside = (window.negative & (ds > lo) & (ds < up)).astype(d.dtype)
+      return per_negative + inside, jnp.sum(inside, axis=1)
+
+    per_negative, per_positive = jax.lax.scan(one_slot, jnp.zeros_like(ds), (lower.T, upper.T), unroll=2)
+    per_positive = per_positive.T                                                 # [B, S]
     sum_x = jnp.sum(per_positive * (d_ap + margin), axis=1) - jnp.sum(per_negative * d, axis=1)
     zeros = jnp.zeros((d.shape[0],), d.dtype)
     return _Stats(jnp.sum(per_positive, axis=1), sum_x, zeros, zeros, jnp.full_like(zeros, -jnp.inf))
+  slots = _mining.slot_triplets(d, window, num_slots)
+  d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
   x = d_ap[:, :, None] - d[:, None, :] + margin                                    # [B, S, M]
   batch = d.shape[0]
   return _element_stats(x.reshape(batch, -1), slots.inside.reshape(batch, -1), weighting, p, alpha, axis=1)
