@@ -25,18 +25,9 @@ if __package__ in (None, ""):  # `python benchmarks/data.py`: make the repositor
 
 import numpy as np  # noqa: E402
 
+from benchmarks._machine import cpu_name  # noqa: E402
 from metric_jax import data  # noqa: E402
 from metric_jax.data import preprocessing  # noqa: E402
-
-
-def _cpu_name():
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
 
 
 def time_loader(images, labels, p, k, transform, batches, repeats):
@@ -102,7 +93,7 @@ def main(argv=None):
       "# Data loader throughput (PK sampler + BatchLoader)",
       "",
       f"Command: `{command}` (from the repository root; also runnable as `python -m benchmarks.data`).",
-      f"Machine: {os.cpu_count()} CPU cores ({_cpu_name()}), {platform.system()} {platform.release()}, "
+      f"Machine: {os.cpu_count()} CPU cores ({cpu_name()}), {platform.system()} {platform.release()}, "
       f"Python {platform.python_version()}, numpy {np.__version__}. Load average at the end: "
       f"{load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f}.",
       "",

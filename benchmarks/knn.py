@@ -33,6 +33,8 @@ if __package__ in (None, ""):  # `python benchmarks/knn.py`: make the repository
 
 import numpy as np  # noqa: E402
 
+from benchmarks._machine import cpu_name  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "knn.md"
 
@@ -93,16 +95,6 @@ def compare_sets(x, ours, theirs, k, tolerance):
   return len(differ), explained
 
 
-def _cpu_name():
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num", type=int, default=60000)
@@ -148,7 +140,7 @@ def main(argv=None):
       "",
       f"Command: `{command.strip()}` (from the repository root). Written by `benchmarks/knn.py`.",
       "",
-      f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}; "
+      f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}; "
       f"Python {platform.python_version()}, numpy {np.__version__}, jax {jax.__version__}, faiss-cpu "
       f"{runs['faiss'][0]['version']}. 1-minute load average {load_start:.1f} at the start, "
       f"{os.getloadavg()[0]:.1f} at the end (the CPUs may be shared with other jobs, so times are noisy).",

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks._machine import cpu_name
 from metric_jax import losses
 
 SAMPLES_PER_CLASS = 4
@@ -203,17 +204,6 @@ def _floor(e, y):
   return jnp.sum(e @ e.T)
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
 def _fmt(x, digits=2):
   if x is None or (isinstance(x, float) and math.isnan(x)):
     return "—"
@@ -280,7 +270,7 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
   lines.append("")
   lines.append(f"- Command: `python -m benchmarks.losses {' '.join(sys.argv[1:])}`".rstrip() + "")
   lines.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-  lines.append(f"- Machine: {_cpu_model()}, {os.cpu_count()} logical cores visible; {platform.platform()}")
+  lines.append(f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores visible; {platform.platform()}")
   lines.append(f"- Versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend {jax.default_backend()}"
                f" ({len(jax.devices())} device(s))" + _torch_versions())
   lines.append(f"- Threads: XLA CPU default (all visible cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r};"
