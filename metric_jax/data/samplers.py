@@ -23,6 +23,7 @@ Samplers:
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import Callable, Optional
 
@@ -48,7 +49,7 @@ def _check_labels(labels):
   return labels.astype(np.int64)
 
 
-class _Sampler:
+class _Sampler(abc.ABC):
   """Shared bookkeeping: seed, process shard, `indices(step)` from `global_indices(step)`."""
 
   steps_per_epoch: int
@@ -71,8 +72,9 @@ class _Sampler:
   def _check_step(self, step):
     return _check_int(step, "step", 0)
 
+  @abc.abstractmethod
   def global_indices(self, step: int) -> np.ndarray:
-    raise NotImplementedError
+    """np.int64 `[global_batch_size]`: the whole batch of `step` over all processes (-1 = padding)."""
 
   def indices(self, step: int) -> np.ndarray:
     """np.int64 `[batch_size]`: this process's contiguous slice of the global batch of `step` (-1 = padding)."""

@@ -18,6 +18,7 @@ magic number, unreadable .mat or pickle) raises `CorruptFileError` naming the fi
 
 from __future__ import annotations
 
+import abc
 import gzip
 import hashlib
 import pathlib
@@ -97,8 +98,9 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise self.missing_error(first, raw_dir)
     return {split: self._generate_examples(split, pathlib.Path(raw_dir)) for split in splits}
 
+  @abc.abstractmethod
   def _generate_examples(self, split: str, raw_dir: pathlib.Path):
-    raise NotImplementedError
+    """Yields `(key, example)` pairs of `split` read from the raw files in `raw_dir`."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
