@@ -1,13 +1,18 @@
 """Exact k-nearest neighbours in chunks: queries x references, running top-k, memory bounded by the chunk sizes.
 
-For a chunk of `b` queries and a chunk of `m` references the score block `S [b, m]` is one matmul (XLA). Its top k
-per row is found in two stages: the columns are cut into groups of `g` and, per row, the k groups with the largest
-maximum are kept; every one of the k best entries lies in those groups (each of the k kept groups holds an entry at
-least as large as any entry of a dropped group, and ties go to the lower group index), so an exact top k over the
-`k * g` gathered entries gives the exact answer at a fraction of a full `top_k` over `m` columns. Reference chunks are
+A chunk of `b` queries meets one chunk of references (at most `reference_chunk_size`, cut into equal blocks of at most
+`block_size` rows) in one compiled call: a loop over the blocks computes each `[b, block]` score block with one
+matmul (small enough to stay in cache), writes it into a reused `[b, reference chunk]` score buffer, and keeps the
+maximum of every group of `g` consecutive columns. The top k per row is then found in two stages: per row the k groups
+with the largest maximum are kept; every one of the k best entries lies in those groups (each kept group holds an entry
+at least as large as any entry of a dropped group, and ties go to the lower group index), so an exact top k over the
+`k * g` gathered entries gives the exact answer at a fraction of a full `top_k` over every column. Reference chunks are
 merged into a running `[b, k]` top-k. Ties are broken by the lower reference index everywhere (`jax.lax.top_k` keeps
 the lower index first, the gathered groups are put back in index order, and the running top-k precedes later chunks),
 so the result equals a stable sort of each row of the full score matrix.
+
+XLA runs `top_k` on one CPU thread, so query chunks are spread over `num_threads` Python threads (each with its own
+score buffer): one chunk's selection overlaps the next chunk's matmul, which itself uses every core.
 
 Scores: `cosine` and `dot` return similarities (largest first); `euclidean` and `squared_euclidean` return distances
 (smallest first), ranked through `2 q.r - |r|^2`, which orders each row like `-|q - r|^2` with one matmul.
@@ -15,6 +20,7 @@ Scores: `cosine` and `dot` return similarities (largest first); `euclidean` and 
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 
@@ -26,42 +32,65 @@ from metric_jax.evaluation import _inputs
 
 DEFAULT_CHUNK_SIZE = 256
 DEFAULT_REFERENCE_CHUNK_SIZE = 65536
+DEFAULT_BLOCK_SIZE = 2048
+DEFAULT_NUM_THREADS = 2
 GROUP_SIZE = 32
 
 
-@functools.partial(jax.jit, static_argnames=("k", "exclude_self", "group_size", "use_bias", "padded"))
-def _chunk_top_k(queries, references, bias, query_start, reference_start, num_refs, *, k, exclude_self, group_size,
+@functools.partial(jax.jit, static_argnames=("k", "exclude_self", "use_bias", "padded"), donate_argnames=("buffer",))
+def _chunk_top_k(queries, references, bias, query_start, reference_start, num_refs, buffer, *, k, exclude_self,
                  use_bias, padded):
-  """Top k of `queries @ references.T (+ bias)` per row; returns (scores [b, k], reference indices [b, k]).
+  """Top k of `queries @ references.T (+ bias)` per row, over one reference chunk cut into blocks.
 
-  Columns at or past `num_refs` (padding) and, with `exclude_self`, column `query_start + i` of row i never rank.
+  Args:
+    queries: `[b, D]`.
+    references: `[num_blocks, block, D]`, the chunk's rows in order; `block` is a multiple of `GROUP_SIZE`.
+    bias: `[num_blocks, block]`, added to the scores when `use_bias`.
+    query_start, reference_start: global indices of the first query / reference row.
+    num_refs: number of real references; columns at or past it (padding) never rank.
+    buffer: `[b, num_blocks * block]` float32 scratch for the scores, donated and returned for reuse.
+
+  Returns:
+    `(scores [b, k], reference indices [b, k], buffer)`; with `exclude_self`, column `query_start + i` of row i never
+    ranks.
   """
-  scores = jnp.matmul(queries, references.T, precision=jax.lax.Precision.HIGHEST)
-  if use_bias:
-    scores = scores + bias[None, :]
-  b, m = scores.shape
-  columns = reference_start + jnp.arange(m)
-  if exclude_self or padded:
-    drop = jnp.zeros((b, m), dtype=bool)
-    if exclude_self:
-      drop = drop | ((query_start + jnp.arange(b))[:, None] == columns[None, :])
-    if padded:
-      drop = drop | (columns >= num_refs)[None, :]
-    scores = jnp.where(drop, -jnp.inf, scores)
-  num_groups = m // group_size
-  if group_size > 1 and m % group_size == 0 and num_groups > k:
-    _, groups = jax.lax.top_k(jnp.max(scores.reshape(b, num_groups, group_size), axis=2), k)
+  b = queries.shape[0]
+  num_blocks, block, _ = references.shape
+  g = GROUP_SIZE
+  width = num_blocks * block
+
+  def score_block(j, carry):
+    scores, group_max = carry
+    s = jnp.matmul(queries, references[j].T, precision=jax.lax.Precision.HIGHEST)
+    if use_bias:
+      s = s + bias[j][None, :]
+    if exclude_self or padded:
+      columns = reference_start + j * block + jnp.arange(block)
+      drop = jnp.zeros((b, block), dtype=bool)
+      if exclude_self:
+        drop = drop | ((query_start + jnp.arange(b))[:, None] == columns[None, :])
+      if padded:
+        drop = drop | (columns >= num_refs)[None, :]
+      s = jnp.where(drop, -jnp.inf, s)
+    scores = jax.lax.dynamic_update_slice(scores, s, (0, j * block))
+    group_max = jax.lax.dynamic_update_slice(group_max, jnp.max(s.reshape(b, block // g, g), axis=2),
+                                             (0, j * (block // g)))
+    return scores, group_max
+
+  group_max = jnp.full((b, width // g), -jnp.inf, jnp.float32)
+  scores, group_max = jax.lax.fori_loop(0, num_blocks, score_block, (buffer, group_max))
+  if width // g > k:
+    _, groups = jax.lax.top_k(group_max, k)
     groups = jnp.sort(groups, axis=1)  # index order, so that ties among candidates still go to the lower index
     # One flat gather of the k * g candidate scores per row (sorted, unique, in bounds: XLA's fast path on CPU).
-    flat = (jnp.arange(b)[:, None, None] * m + groups[:, :, None] * group_size
-            + jnp.arange(group_size)[None, None, :]).reshape(-1)
+    flat = (jnp.arange(b)[:, None, None] * width + groups[:, :, None] * g + jnp.arange(g)[None, None, :]).reshape(-1)
     candidates = scores.reshape(-1).at[flat].get(mode="promise_in_bounds", indices_are_sorted=True,
-                                                 unique_indices=True).reshape(b, k * group_size)
+                                                 unique_indices=True).reshape(b, k * g)
     values, position = jax.lax.top_k(candidates, k)
-    index = jnp.take_along_axis(groups, position // group_size, axis=1) * group_size + position % group_size
+    index = jnp.take_along_axis(groups, position // g, axis=1) * g + position % g
   else:
     values, index = jax.lax.top_k(scores, k)
-  return values, index + reference_start
+  return values, index + reference_start, scores
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -87,8 +116,19 @@ def _ranking_operands(queries, references, metric):
   return 2.0 * queries, references, -np.sum(np.square(references), axis=1, dtype=np.float32)
 
 
+def _reference_layout(num_refs, k, reference_chunk_size, block_size):
+  """(number of reference chunks, blocks per chunk, block rows): equal chunks of equal blocks, each block a multiple
+  of the group size, each chunk at least k wide."""
+  num_chunks = max(1, math.ceil(num_refs / max(reference_chunk_size, k)))
+  chunk = max(math.ceil(num_refs / num_chunks), k)
+  num_blocks = math.ceil(chunk / block_size)
+  block = math.ceil(math.ceil(chunk / num_blocks) / GROUP_SIZE) * GROUP_SIZE
+  return num_chunks, num_blocks, block
+
+
 def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude_self: bool = False,
-        chunk_size: int = DEFAULT_CHUNK_SIZE, reference_chunk_size: int = DEFAULT_REFERENCE_CHUNK_SIZE):
+        chunk_size: int = DEFAULT_CHUNK_SIZE, reference_chunk_size: int = DEFAULT_REFERENCE_CHUNK_SIZE,
+        block_size: int = DEFAULT_BLOCK_SIZE, num_threads: int = DEFAULT_NUM_THREADS):
   """Exact k nearest references of every query, computed in chunks.
 
   `score_ij = cos(q_i, r_j)` (`cosine`), `q_i . r_j` (`dot`), `|q_i - r_j|` (`euclidean`) or `|q_i - r_j|^2`
@@ -101,8 +141,11 @@ def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude
     k: number of neighbours, `1 <= k <= N` (`N - 1` with `exclude_self`).
     metric: `cosine` | `dot` | `euclidean` | `squared_euclidean`.
     exclude_self: query i is reference i (same set, same order); it is never its own neighbour.
-    chunk_size: queries per chunk. Peak extra memory is about `4 * chunk_size * reference_chunk_size` bytes.
+    chunk_size: queries per chunk.
     reference_chunk_size: most references per chunk; larger reference sets are cut into equal chunks and merged.
+      Peak extra memory is about `4 * num_threads * chunk_size * reference_chunk_size` bytes.
+    block_size: most references per score block (one matmul) inside a reference chunk.
+    num_threads: query chunks processed concurrently (each holds one score buffer).
 
   Returns:
     `(indices [Q, k] int32, scores [Q, k] float32)` as numpy arrays: similarities (descending) for `cosine` / `dot`,
@@ -115,6 +158,8 @@ def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude
   k = _inputs.check_positive_int(k, "k")
   chunk_size = _inputs.check_positive_int(chunk_size, "chunk_size")
   reference_chunk_size = _inputs.check_positive_int(reference_chunk_size, "reference_chunk_size")
+  block_size = _inputs.check_positive_int(block_size, "block_size")
+  num_threads = _inputs.check_positive_int(num_threads, "num_threads")
   num_queries, num_refs = queries.shape[0], references.shape[0]
   if exclude_self and num_queries != num_refs:
     raise ValueError(f"`exclude_self` needs queries and references to be the same set, got {num_queries} queries "
@@ -126,35 +171,52 @@ def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude
 
   q_op, r_op, bias = _ranking_operands(queries, references, metric)
 
-  # Equal reference chunks, each a multiple of the group size, at least k wide.
-  num_ref_chunks = max(1, math.ceil(num_refs / max(reference_chunk_size, k)))
-  ref_chunk = math.ceil(num_refs / num_ref_chunks)
-  ref_chunk = max(math.ceil(ref_chunk / GROUP_SIZE) * GROUP_SIZE, k)
+  num_ref_chunks, num_blocks, block = _reference_layout(num_refs, k, reference_chunk_size, block_size)
+  ref_chunk = num_blocks * block
   padded_refs = ref_chunk * num_ref_chunks
   r_pad = np.zeros((padded_refs, r_op.shape[1]), np.float32)
   r_pad[:num_refs] = r_op
   b_pad = np.zeros((padded_refs,), np.float32)
   b_pad[:num_refs] = bias
   use_bias = metric in ("euclidean", "squared_euclidean")
-  ref_chunks = [(jnp.asarray(r_pad[s:s + ref_chunk]), jnp.asarray(b_pad[s:s + ref_chunk]), s)
+  ref_chunks = [(jnp.asarray(r_pad[s:s + ref_chunk].reshape(num_blocks, block, -1)),
+                 jnp.asarray(b_pad[s:s + ref_chunk].reshape(num_blocks, block)), s)
                 for s in range(0, padded_refs, ref_chunk)]
 
   b = min(chunk_size, num_queries)
-  out_values, out_index = [], []
-  for start in range(0, num_queries, b):
-    q = q_op[start:start + b]
-    if q.shape[0] < b:
-      q = np.concatenate([q, np.zeros((b - q.shape[0], q.shape[1]), np.float32)])
-    q = jnp.asarray(q)
-    values = index = None
-    for r, bias_chunk, r_start in ref_chunks:
-      new = _chunk_top_k(q, r, bias_chunk, start, r_start, num_refs, k=k, exclude_self=exclude_self,
-                         group_size=GROUP_SIZE, use_bias=use_bias, padded=padded_refs > num_refs)
-      values, index = new if values is None else _merge(values, index, *new, k=k)
-    out_values.append(values)
-    out_index.append(index)
-  values = np.concatenate([np.asarray(v) for v in out_values])[:num_queries]
-  index = np.concatenate([np.asarray(i) for i in out_index])[:num_queries].astype(np.int32)
+  starts = list(range(0, num_queries, b))
+  workers = min(num_threads, len(starts))
+
+  def run_chunks(thread):
+    """Every `workers`-th query chunk, reusing one score buffer; returns {start: (values, index)}."""
+    buffer = jnp.zeros((b, ref_chunk), jnp.float32)
+    done = {}
+    for start in starts[thread::workers]:
+      q = q_op[start:start + b]
+      if q.shape[0] < b:
+        q = np.concatenate([q, np.zeros((b - q.shape[0], q.shape[1]), np.float32)])
+      q = jnp.asarray(q)
+      values = index = None
+      for r, bias_chunk, r_start in ref_chunks:
+        new_values, new_index, buffer = _chunk_top_k(q, r, bias_chunk, start, r_start, num_refs, buffer, k=k,
+                                                     exclude_self=exclude_self, use_bias=use_bias,
+                                                     padded=padded_refs > num_refs)
+        if values is None:
+          values, index = new_values, new_index
+        else:
+          values, index = _merge(values, index, new_values, new_index, k=k)
+      done[start] = (np.asarray(values), np.asarray(index))
+    return done
+
+  if workers == 1:
+    done = run_chunks(0)
+  else:
+    done = {}
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      for part in pool.map(run_chunks, range(workers)):
+        done.update(part)
+  values = np.concatenate([done[s][0] for s in starts])[:num_queries]
+  index = np.concatenate([done[s][1] for s in starts])[:num_queries].astype(np.int32)
 
   if metric in ("euclidean", "squared_euclidean"):
     sq = np.sum(np.square(queries), axis=1, dtype=np.float32)[:, None]
@@ -164,4 +226,4 @@ def knn(queries, references=None, k: int = 1, *, metric: str = "cosine", exclude
   return index, values.astype(np.float32)
 
 
-__all__ = ["knn", "DEFAULT_CHUNK_SIZE", "DEFAULT_REFERENCE_CHUNK_SIZE"]
+__all__ = ["knn", "DEFAULT_CHUNK_SIZE", "DEFAULT_REFERENCE_CHUNK_SIZE", "DEFAULT_BLOCK_SIZE", "DEFAULT_NUM_THREADS"]

@@ -28,22 +28,26 @@ def integer_set():
 @pytest.mark.parametrize("k", [3, 10])
 def test_exact_ties_match_stable_brute_force(integer_set, metric, exclude_self, k):
   want_index, want_scores = ref.brute_knn(integer_set, integer_set, k, metric, exclude_self)
-  index, scores = knn(integer_set, None, k, metric=metric, exclude_self=exclude_self, chunk_size=64)
+  index, scores = knn(integer_set, None, k, metric=metric, exclude_self=exclude_self, chunk_size=64,
+                      block_size=64)
   np.testing.assert_array_equal(index, want_index)
   np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_size, reference_chunk_size", [
-    (300, 100000),  # one chunk
-    (100, 100),     # divides 300 on both axes
-    (7, 64),        # divides neither: padded queries and references, several reference chunks merged
-    (128, 97),      # reference chunks rounded up to the group size
+@pytest.mark.parametrize("chunk_size, reference_chunk_size, block_size, num_threads", [
+    (300, 100000, 4096, 1),  # one chunk, one block
+    (100, 100, 4096, 2),     # divides 300 on both axes; three query chunks over two threads
+    (7, 64, 4096, 3),        # divides neither: padded queries and references, several reference chunks merged
+    (128, 97, 4096, 2),      # reference chunks rounded up to the group size
+    (64, 100000, 64, 2),     # one reference chunk cut into five 64-row score blocks (the last one padded)
+    (50, 150, 40, 4),        # blocks that are not a multiple of the group size are rounded up; more threads than
+                             # needed
 ])
-def test_chunked_equals_full(integer_set, chunk_size, reference_chunk_size):
+def test_chunked_equals_full(integer_set, chunk_size, reference_chunk_size, block_size, num_threads):
   full_index, full_scores = knn(integer_set, None, 5, metric="dot", exclude_self=True, chunk_size=300,
-                                reference_chunk_size=100000)
+                                reference_chunk_size=100000, num_threads=1)
   index, scores = knn(integer_set, None, 5, metric="dot", exclude_self=True, chunk_size=chunk_size,
-                      reference_chunk_size=reference_chunk_size)
+                      reference_chunk_size=reference_chunk_size, block_size=block_size, num_threads=num_threads)
   np.testing.assert_array_equal(index, full_index)
   np.testing.assert_array_equal(scores, full_scores)
 
@@ -93,6 +97,8 @@ def test_k_equal_to_all_references():
     (lambda x: knn(x, x[:5], 1, exclude_self=True), "exclude_self"),
     (lambda x: knn(x, x, 1, metric="manhattan"), "metric"),
     (lambda x: knn(x, x, 1, chunk_size=0), "chunk_size"),
+    (lambda x: knn(x, x, 1, block_size=-1), "block_size"),
+    (lambda x: knn(x, x, 1, num_threads=0), "num_threads"),
     (lambda x: knn(x.astype(np.int32), x, 1), "queries"),
 ])
 def test_bad_input_names_the_argument(call, message):
