@@ -94,15 +94,24 @@ def batch_hard_pairs(distance, positive, negative):
   Returns:
     `(positive_mask, negative_mask)`: one-hot rows (or all-False rows), `[B, M]`.
   """
-  d = _check_masks(distance, positive, negative)
-  has_both = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
-  num_keys = d.shape[1]
-  hard_pos = jnp.argmax(jnp.where(positive, d, -jnp.inf), axis=1)
-  hard_neg = jnp.argmin(jnp.where(negative, d, jnp.inf), axis=1)
-  keys = jnp.arange(num_keys)[None, :]
+  hard_pos, hard_neg, has_both = batch_hard_indices(distance, positive, negative)
+  keys = jnp.arange(distance.shape[1])[None, :]
   pos = (keys == hard_pos[:, None]) & positive & has_both[:, None]
   neg = (keys == hard_neg[:, None]) & negative & has_both[:, None]
   return pos, neg
+
+
+def batch_hard_indices(distance, positive, negative):
+  """Key indices of `batch_hard_pairs`: `(hardest positive [B], hardest negative [B], has both [B])`.
+
+  Rows without a positive or without a negative have `has both` False (their indices are meaningless). Selecting the
+  two distances with `take_along_axis` instead of one-hot masks keeps the gradient a `B`-element scatter.
+  """
+  d = _check_masks(distance, positive, negative)
+  hard_pos = jnp.argmax(jnp.where(positive, d, -jnp.inf), axis=1)
+  hard_neg = jnp.argmin(jnp.where(negative, d, jnp.inf), axis=1)
+  has_both = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
+  return hard_pos, hard_neg, has_both
 
 
 def multi_similarity_pairs(matrix, positive, negative, *, epsilon: float = 0.1, similarity: bool = True):
@@ -351,7 +360,8 @@ def mine_triplets(name: str, distance, positive, negative, *, pos_threshold=0.0,
 
 
 __all__ = [
-    "PAIR_MINERS", "TRIPLET_MINERS", "TripletWindow", "threshold_pairs", "batch_hard_pairs", "multi_similarity_pairs",
+    "PAIR_MINERS", "TRIPLET_MINERS", "TripletWindow", "threshold_pairs", "batch_hard_pairs", "batch_hard_indices",
+    "multi_similarity_pairs",
     "triplet_margin_pairs", "semihard_pairs", "all_triplets", "triplet_margin_triplets", "semihard_triplets",
     "batch_hard_triplets", "restrict", "window_sums", "triplet_mask", "mine_pairs", "mine_triplets", "SlotTriplets",
     "check_num_slots", "max_positives", "positive_slots", "slot_triplets",

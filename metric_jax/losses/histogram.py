@@ -38,24 +38,22 @@ def _histograms(similarity, masks, num_bins: int):
   """Normalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks.
 
   One segment-sum over the pairs, indexed by (mask, lower node), accumulates the weights that go to the lower and to
-  the upper node; the upper weights are then shifted up by one node.
+  the upper node; the upper weights are then shifted up by one node. Pairs outside every mask go to one extra segment
+  that is dropped. A pair's two weights add up to 1, so the counts are the (gradient-free) segment totals.
   """
   delta = 2.0 / num_bins
   position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) / delta
-  lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1).astype(jnp.int32)
-  segment = lower
-  selected = jnp.zeros(similarity.shape, bool)
+  lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1)
+  upper_weight = position - lower
+  segment = jnp.full(similarity.shape, len(masks) * num_bins, jnp.int32)
   for k, mask in enumerate(masks):
-    segment = jnp.where(mask, lower + k * num_bins, segment)
-    selected = selected | mask
-  upper_weight = jnp.where(selected, position - lower, 0.0)
-  lower_weight = jnp.where(selected, 1.0 - (position - lower), 0.0)
-  weights = jnp.stack([lower_weight.ravel(), upper_weight.ravel()], axis=1)
-  sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins)
-  sums = sums.reshape(len(masks), num_bins, 2)
+    segment = jnp.where(mask, lower.astype(jnp.int32) + k * num_bins, segment)
+  weights = jnp.stack([1.0 - upper_weight.ravel(), upper_weight.ravel()], axis=1)
+  sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins + 1)
+  sums = sums[:-1].reshape(len(masks), num_bins, 2)
+  counts = jnp.round(jnp.sum(jax.lax.stop_gradient(sums), axis=(1, 2))).astype(jnp.int32)
   zero = jnp.zeros((len(masks), 1), sums.dtype)
   hists = jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
-  counts = jnp.stack([jnp.sum(mask) for mask in masks])
   return hists / jnp.maximum(counts, 1).astype(sums.dtype)[:, None], counts
 
 

@@ -96,10 +96,9 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
   pos, neg = masks.positive, masks.negative
 
   if mining == "hard":
-    hard_pos, hard_neg = _mining.batch_hard_pairs(d, pos, neg)
-    has = jnp.any(hard_pos, axis=1)
-    d_ap = jnp.sum(jnp.where(hard_pos, d, 0.0), axis=1)
-    d_an = jnp.sum(jnp.where(hard_neg, d, 0.0), axis=1)
+    hard_pos, hard_neg, has = _mining.batch_hard_indices(d, pos, neg)
+    d_ap = jnp.take_along_axis(d, hard_pos[:, None], axis=1)[:, 0]
+    d_an = jnp.take_along_axis(d, hard_neg[:, None], axis=1)[:, 0]
     x = d_ap - d_an + margin
     terms = jnp.where(has, jax.nn.softplus(x) if soft else jnp.maximum(x, 0.0), 0.0)
     total = jnp.sum(terms)
