@@ -249,12 +249,17 @@ def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) 
     lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
     upper = jnp.where(valid, jnp.take_along_axis(jax.lax.stop_gradient(window.upper), index, axis=1), -jnp.inf)
 
-    def one_slot(per_negative, column):
+    def slot_pass(per_negative, column):
       lo, up = (c[:, None] for c in column)
       inside = (window.negative & (ds > lo) & (ds < up)).astype(d.dtype)
       return per_negative + inside, jnp.sum(inside, axis=1)
 
-    per_negative, per_positive = jax.lax.scan(one_slot, jnp.zeros_like(ds), (lower.T, upper.T), unroll=2)
+    def one_slot(per_negative, column):  # a slot that no anchor fills (PK batches with K - 1 < S) is skipped
+      *column, present = column
+      return jax.lax.cond(present, slot_pass, lambda carry, c: (carry, jnp.zeros_like(c[0])), per_negative, column)
+
+    per_negative, per_positive = jax.lax.scan(one_slot, jnp.zeros_like(ds),
+                                              (lower.T, upper.T, jnp.any(valid, axis=0)), unroll=2)
     per_positive = per_positive.T                                                 # [B, S]
     sum_x = jnp.sum(per_positive * (d_ap + margin), axis=1) - jnp.sum(per_negative * d, axis=1)
     zeros = jnp.zeros((d.shape[0],), d.dtype)
@@ -264,6 +269,31 @@ def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) 
   x = d_ap[:, :, None] - d[:, None, :] + margin                                    # [B, S, M]
   batch = d.shape[0]
   return _element_stats(x.reshape(batch, -1), slots.inside.reshape(batch, -1), weighting, p, alpha, axis=1)
+
+
+def _differentiable_fields(weighting, normalize):
+  """The `_Stats` fields that `_potential` differentiates for this weighting / normalization."""
+  if weighting == "constant":
+    return ("sum_x",)
+  if weighting == "power":
+    return ("sum_pow",)
+  return ("sum_exp",) if normalize == "none" else ("lse",)
+
+
+def _with_row_gradients(stats_fn, fields):
+  """`d -> (stats_fn(d), gradients)`: for each field, `[B, M]` with row a the gradient of `field[a]` w.r.t. `d[a]`
+  (one VJP with a cotangent of ones, exact because `field[a]` depends on row a of `d` only)."""
+
+  def run(d):
+    stats, vjp = jax.vjp(stats_fn, d)
+    grads = []
+    for field in fields:
+      cotangent = _Stats(*(jnp.ones_like(v) if name == field else jnp.zeros_like(v)
+                           for name, v in zip(_Stats._fields, stats)))
+      grads.append(vjp(cotangent)[0])
+    return stats, tuple(grads)
+
+  return run
 
 
 def _sorted_triplet_stats(d, window, margin, weighting, alpha) -> _Stats:
@@ -341,8 +371,18 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   else:
     general = lambda d: _sorted_triplet_stats(d, window, margin, weighting, alpha)
   if method == "auto" and num_slots:
-    stats = jax.lax.cond(_mining.max_positives(window) <= num_slots,
-                         lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots), general, d)
+    # The selection is piecewise constant in `d` and each anchor's statistics depend on its own row only, so each
+    # branch returns the statistics with their row gradients (`[B, M]`, one VJP per differentiable field), without
+    # gradient, and the gradient is reattached below as `sum_j J_aj (D_aj - stop_gradient(D_aj))` (value unchanged):
+    # the `cond` keeps no residuals of the branch it did not take (first derivatives only, as the `triplet` loss).
+    fields = _differentiable_fields(weighting, normalize)
+    ds = jax.lax.stop_gradient(d)
+    stats, row_grads = jax.lax.cond(
+        _mining.max_positives(window) <= num_slots,
+        _with_row_gradients(lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots), fields),
+        _with_row_gradients(general, fields), ds)
+    stats = stats._replace(**{field: getattr(stats, field) + jnp.sum(grad * (d - ds), axis=1)
+                              for field, grad in zip(fields, row_grads)})
   else:
     stats = general(d)
   total = _potential(stats, weighting, normalize, p, alpha, normalize_offset)
