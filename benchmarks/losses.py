@@ -260,6 +260,7 @@ def main(argv=None):
     _pml_worker(key, int(batch), int(dim), int(repeats), int(warmup), int(threads))
     return
 
+  args.load_start = os.getloadavg()[0]
   sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
   by_key = {c.key: c for c in CONFIGS}
   if args.losses == "all":
@@ -324,8 +325,9 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
   lines.append("- Floor: `jit(value_and_grad(lambda E: sum(E @ E.T)))` on the same input. PML: forward + `backward()`"
                " with the configuration listed below (miner time included), each timed in a child process with torch's"
                f" thread count set as below and a {args.pml_memory_gib:g} GiB address-space limit.")
-  lines.append("- Caveat: a shared machine (other jobs were running) makes these timings noisy; re-run on a quiet"
-               " machine for final numbers.")
+  lines.append(f"- Load: 1-minute load average {args.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+               " (the benchmark itself keeps up to 2 cores busy); sub-millisecond timings on a shared machine drift,"
+               " which the side-by-side floor absorbs only in part.")
   lines.append("")
   lines.append("| loss | B | D | ms | floor ms | × floor | PML ms | speed-up over PML | compile s | temp MiB |")
   lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
