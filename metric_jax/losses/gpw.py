@@ -346,7 +346,8 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
     method: `"auto"`, `"sorted"` (prefix sums over sorted negatives; constant / exponential weights) or `"tiled"`
       (one `[M, M]` tile per anchor). `"auto"` uses the dense positive-slot layout (`[B, S, M]`, no sort, every
       weighting) when no anchor has more than `positive_slots` selected positives (checked at run time with
-      `lax.cond`), and otherwise `"sorted"` for constant / exponential weights and `"tiled"` for power weights.
+      `lax.cond`), and otherwise `"sorted"` for constant / exponential weights and `"tiled"` for power weights;
+      `"auto"` gives exact first derivatives but no second-order terms (choose `"sorted"` or `"tiled"` for those).
     positive_slots: static bound `S` of the slot layout of `method="auto"` (default `DEFAULT_POSITIVE_SLOTS`; PK
       batches with up to `S + 1` samples per class); 0 or None disables it.
 
