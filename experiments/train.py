@@ -164,8 +164,20 @@ def evaluate_state(c, trainer, state, test_x, test_y, train_x=None, train_y=None
   groups = tuple(c.eval_metrics)
   if "classification" in groups:
     ref = embed_all(trainer, state, train_x, batch)
-    return evaluation.evaluate(emb, test_y, ref, train_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
+    out = evaluation.evaluate(emb, test_y, ref, train_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
+    if c.model.two_channel:  # S0: the network's own softmax classifier W1 on the test images
+      out["softmax_accuracy"] = evaluation.softmax_accuracy(
+          softmax_logits(trainer, state, test_x, batch), test_y)
+    return out
   return evaluation.evaluate(emb, test_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
+
+
+def softmax_logits(trainer, state, images, batch_size: int):
+  """Logits `[N, C]` of a `TwoChannelNet`'s classifier W1 on `images` (inference mode)."""
+  import numpy as np
+  inputs = embed_all(trainer, state, images, batch_size, key="classifier_inputs")
+  w1 = trainer.model(state).w1
+  return np.asarray(inputs @ np.asarray(w1.kernel[...]) + np.asarray(w1.bias[...]))
 
 
 def _fmt(v):
@@ -221,7 +233,7 @@ def write_plots(workdir, embeddings, labels, title: str) -> None:
   xy = PCA(n_components=2, random_state=0).fit_transform(np.asarray(embeddings, np.float64))
   fig, ax = plt.subplots(figsize=(5, 4.5))
   sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6)
-  ax.legend(*sc.legend_elements(), title="class", fontsize=7, loc="best")
+  ax.legend(*sc.legend_elements(), title="test class index", fontsize=7, loc="best")  # split labels are 0..C-1
   ax.set_title(f"{title}: test embeddings (PCA)")
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "embedding.png"), dpi=100)
@@ -334,8 +346,8 @@ def summarize_seeds(c, command: str, runs) -> dict:
   lines = [f"# Results: {c.name}", "", "Written by the run itself. Command:", "", "```bash", command, "```", "",
            f"Seeds {', '.join(map(str, seeds))} (mean ± sample std over {len(seeds)} run(s)); dataset `{c.dataset}` "
            f"({c.split} split): {first['num_train']} train / {first['num_test']} test images, "
-           f"{first['num_train_classes']} train / {first['num_test_classes']} test classes (class-disjoint for the "
-           f"retrieval split); {c.num_steps} steps per run; {first['devices']} device(s) on {first['processes']} "
+           f"{first['num_train_classes']} train / {first['num_test_classes']} test classes "
+           f"({'class-disjoint' if c.split == 'retrieval' else 'the same classes'}); {c.num_steps} steps per run; {first['devices']} device(s) on {first['processes']} "
            f"process(es); machine: {first['machine']}; wall time per run: "
            f"{walls}.", "",
            "Untrained = the same network at initialisation (same seed), evaluated the same way.", "",
@@ -343,12 +355,12 @@ def summarize_seeds(c, command: str, runs) -> dict:
   for k in keys:
     u, t = stats["untrained"][k], stats["trained"][k]
     lines.append(f"| {k} | {u['mean']:.4f} ± {u['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} |")
+  shown = [k for k in ("recall@1", "nmi", "softmax_accuracy", "knn_accuracy") if k in keys] or keys[:2]
   lines += ["", "Per seed (trained): " + "; ".join(
-      "seed %d: recall@1 %.4f, nmi %.4f" % (s, r["trained"].get("recall@1", float("nan")),
-                                             r["trained"].get("nmi", float("nan")))
-      for s, _, r in runs), "",
+      f"seed {s}: " + ", ".join(f"{k} {r['trained'][k]:.4f}" for k in shown) for s, _, r in runs), "",
             f"Plots (seed {seeds[0]}): `{c.name}_loss.png` (training loss), `{c.name}_embedding.png` "
-            "(2-D PCA of the unseen-class test embeddings). Per-run tables: `results.md` in each run directory.", ""]
+            f"(2-D PCA of the {'unseen-class ' if c.split == 'retrieval' else ''}test embeddings). Per-run tables: "
+            "`results.md` in each run directory.", ""]
   return {"command": command, "seeds": seeds, "stats": stats, "run_dirs": [d for _, d, _ in runs],
           "markdown": "\n".join(lines)}
 
