@@ -116,7 +116,9 @@ def write_results(results, samples, methods, command: str, results_dir: str, num
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="root of the run directories (resumable)")
-  parser.add_argument("--samples", default="60,500", help="comma-separated N (training images per class)")
+  parser.add_argument("--samples", default="60,100,400",
+                      help="comma-separated N (training images per class); offline the smallest MNIST class has 446 "
+                           "images in the pool, so S0's N = 500 needs the full MNIST training set")
   parser.add_argument("--methods", default=",".join(METHODS))
   parser.add_argument("--num_steps", type=int, default=None, help="override the config's steps per run")
   parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
