@@ -57,6 +57,7 @@ def _cell(stats, key):
 def write_results(results, samples, methods, command: str, results_dir: str, num_steps=None) -> str:
   """Writes the Markdown table and the accuracy-vs-N plot; returns the table."""
   import matplotlib
+  import matplotlib.ticker
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -102,6 +103,7 @@ def write_results(results, samples, methods, command: str, results_dir: str, num
   ax.set_xscale("log")
   ax.set_xticks(samples)
   ax.set_xticklabels([str(n) for n in samples])
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel("training images per class (N)")
   ax.set_ylabel("test accuracy")
   ax.set_title("MNIST limited data (mean ± std over seeds)")
