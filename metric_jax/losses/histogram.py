@@ -39,7 +39,7 @@ def _histograms(similarity, masks, num_bins: int):
 
   One segment-sum over the pairs, indexed by (mask, lower node), accumulates the weights that go to the lower and to
   the upper node; the upper weights are then shifted up by one node. Pairs outside every mask go to one extra segment
-  that is dropped. A pair's two weights add up to 1, so the counts are the (gradient-free) segment totals.
+  that is dropped.
   """
   delta = 2.0 / num_bins
   position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) / delta
@@ -51,7 +51,7 @@ def _histograms(similarity, masks, num_bins: int):
   weights = jnp.stack([1.0 - upper_weight.ravel(), upper_weight.ravel()], axis=1)
   sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins + 1)
   sums = sums[:-1].reshape(len(masks), num_bins, 2)
-  counts = jnp.round(jnp.sum(jax.lax.stop_gradient(sums), axis=(1, 2))).astype(jnp.int32)
+  counts = jnp.stack([jnp.sum(mask) for mask in masks])  # exact integer counts (float sums drift for large masks)
   zero = jnp.zeros((len(masks), 1), sums.dtype)
   hists = jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
   return hists / jnp.maximum(counts, 1).astype(sums.dtype)[:, None], counts
