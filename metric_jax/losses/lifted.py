@@ -54,12 +54,11 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
   row_lse, row_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=1)  # [B]: Σ_{k∈N(i)}
   col_lse, col_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=0)  # [M]: Σ_{l∈N(j)}
   # log(exp(row_lse_i) + exp(col_lse_j)) for every pair, an empty side contributing 0 (exp(−inf)), on [B, M] only.
-  row_part = jnp.where(row_has, row_lse, -jnp.inf)[:, None]
-  col_part = jnp.where(col_has, col_lse, -jnp.inf)[None, :]
+  # `logaddexp` costs one exp and one log1p per pair; pairs with no negative on either side get 0 (masked below).
   has_neg = row_has[:, None] | col_has[None, :]
-  shift = jax.lax.stop_gradient(jnp.where(has_neg, jnp.maximum(row_part, col_part), 0.0))
-  total = jnp.exp(row_part - shift) + jnp.exp(col_part - shift)
-  neg_lse = jnp.log(jnp.where(has_neg, total, 1.0)) + shift
+  row_part = jnp.where(has_neg, jnp.where(row_has, row_lse, -jnp.inf)[:, None], 0.0)
+  col_part = jnp.where(has_neg, jnp.where(col_has, col_lse, -jnp.inf)[None, :], 0.0)
+  neg_lse = jnp.logaddexp(row_part, col_part)
   active = masks.positive & has_neg
   hinge = jax.nn.relu(jnp.where(active, neg_lse + matrix, 0.0))
   num_pos = jnp.sum(masks.positive)
