@@ -115,25 +115,34 @@ def _inputs(batch: int, dim: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray
   return embeddings, labels
 
 
+def _collect(run: Callable[[], Any], times: List[float], *, min_runs: int, max_runs: Optional[int] = None,
+             min_seconds: float = 0.0, budget_s: float = 30.0) -> None:
+  """Times `run()` into `times` (seconds) until at least `min_runs` runs and `min_seconds` are done, at most `max_runs`
+  runs; once `budget_s` seconds are spent it stops after at least 3 runs (only the slowest PML losses reach it)."""
+  spent = 0.0
+  count = 0
+  while (count < min_runs or spent < min_seconds) and (max_runs is None or count < max_runs):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+    spent += times[-1]
+    count += 1
+    if count >= 3 and spent > budget_s:
+      break
+
+
 def _median_ms(run: Callable[[], Any], repeats: int, warmup: int, budget_s: float = 30.0) -> float:
   """Median wall time in ms of `run()` over `repeats` runs after `warmup` runs.
 
   Slow runs are capped by `budget_s`: timing stops early once that many seconds are spent, after at least 3 runs (and
   warm-up stops after 1 run when that run alone exceeds the budget's tenth)."""
-  for i in range(warmup):
+  for _ in range(warmup):
     start = time.perf_counter()
     run()
     if time.perf_counter() - start > budget_s / 10:
       break
-  times = []
-  spent = 0.0
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-    spent += times[-1]
-    if len(times) >= 3 and spent > budget_s:
-      break
+  times: List[float] = []
+  _collect(run, times, min_runs=repeats, max_runs=repeats, budget_s=budget_s)
   return 1e3 * statistics.median(times)
 
 
@@ -154,7 +163,7 @@ def _interleaved_ms(run: Callable[[], Any], floor_run: Callable[[], Any], repeat
   """Median ms of `run` and of `floor_run`, sampled in alternating rounds so that both see the same machine state.
 
   Each of the `rounds` rounds times the floor and then the loss, each for at least `repeats / rounds` runs and
-  `min_seconds / rounds` seconds (capped by the 30 s budget of `_median_ms`). Sub-millisecond timings on a shared
+  `min_seconds / rounds` seconds (capped by a 30 s budget per measurement, as in `_median_ms`). Sub-millisecond timings on a shared
   2-core machine drift by tens of percent between seconds (thread wake-ups, frequency); the ratio of medians taken
   side by side is what the floor comparison needs.
   """
@@ -162,19 +171,11 @@ def _interleaved_ms(run: Callable[[], Any], floor_run: Callable[[], Any], repeat
     floor_run()
     run()
   per_round = max(1, math.ceil(repeats / rounds))
-  loss_times, floor_times = [], []
+  loss_times: List[float] = []
+  floor_times: List[float] = []
   for _ in range(rounds):
     for target, times in ((floor_run, floor_times), (run, loss_times)):
-      spent = 0.0
-      count = 0
-      while count < per_round or spent < min_seconds / rounds:
-        start = time.perf_counter()
-        target()
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-        count += 1
-        if count >= 3 and spent > 30.0 / rounds:
-          break
+      _collect(target, times, min_runs=per_round, min_seconds=min_seconds / rounds, budget_s=30.0 / rounds)
   return 1e3 * statistics.median(loss_times), 1e3 * statistics.median(floor_times)
 
 

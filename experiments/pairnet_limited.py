@@ -13,6 +13,7 @@ the seeds of `experiments/configs/pairnet_mnist.py` (each run resumable from its
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -62,7 +63,6 @@ def write_results(results, samples, methods, command: str, results_dir: str, num
   import matplotlib.pyplot as plt
 
   first = next(iter(results.values()))
-  import json
   run0 = json.load(open(os.path.join(first["run_dirs"][0], "results.json")))
   from experiments.configs import pairnet_mnist
   c = pairnet_mnist.get_config()

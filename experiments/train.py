@@ -166,18 +166,21 @@ def evaluate_state(c, trainer, state, test_x, test_y, train_x=None, train_y=None
     ref = embed_all(trainer, state, train_x, batch)
     out = evaluation.evaluate(emb, test_y, ref, train_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
     if c.model.two_channel:  # S0: the network's own softmax classifier W1 on the test images
-      out["softmax_accuracy"] = evaluation.softmax_accuracy(
-          softmax_logits(trainer, state, test_x, batch), test_y)
+      out["softmax_accuracy"] = evaluation.softmax_accuracy(softmax_logits(trainer, state, test_x, batch, emb), test_y)
     return out
   return evaluation.evaluate(emb, test_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
 
 
-def softmax_logits(trainer, state, images, batch_size: int):
-  """Logits `[N, C]` of a `TwoChannelNet`'s classifier W1 on `images` (inference mode)."""
+def softmax_logits(trainer, state, images, batch_size: int, features=None):
+  """Logits `[N, C]` of a `TwoChannelNet`'s classifier W1 on `images` (inference mode).
+
+  `features`: the images' `embedding` output, reused as the classifier inputs when both read the same layer."""
+  import jax.numpy as jnp
   import numpy as np
-  inputs = embed_all(trainer, state, images, batch_size, key="classifier_inputs")
-  w1 = trainer.model(state).w1
-  return np.asarray(inputs @ np.asarray(w1.kernel[...]) + np.asarray(w1.bias[...]))
+  model = trainer.model(state)
+  if features is None or model.classifier_layer != model.feature_layer:
+    features = embed_all(trainer, state, images, batch_size, key="classifier_inputs")
+  return np.asarray(model.logits(jnp.asarray(features), 0))
 
 
 def _fmt(v):

@@ -292,6 +292,22 @@ def positive_slots(positive, num_slots: int):
   return jnp.where(valid, index, 0).astype(jnp.int32), valid
 
 
+def scan_slots(slot_pass, init, columns, filled, *, unroll: int = 2):
+  """`lax.scan` of `slot_pass(carry, column) -> (carry, out [B])` over the positive slots, skipping empty slots.
+
+  `columns` is a tuple of arrays whose leading axis is the slot (`[S, B]` each); `filled [S]` says whether any anchor
+  has a positive in that slot. A slot that no anchor fills (PK batches with `K - 1 < S` positives per anchor) is not
+  evaluated: the carry passes through and its output is zeros. A `scan` (not a Python loop) keeps XLA from fusing the
+  `S` row reductions into one slow multi-output loop on CPU.
+  """
+
+  def one_slot(carry, xs):
+    column, present = xs
+    return jax.lax.cond(present, slot_pass, lambda carry, column: (carry, jnp.zeros_like(column[0])), carry, column)
+
+  return jax.lax.scan(one_slot, init, (columns, filled), unroll=unroll)
+
+
 def slot_triplets(distance, window: TripletWindow, num_slots: int) -> SlotTriplets:
   """Dense `[B, S, M]` layout of a window's triplets: anchor x positive slot x key.
 
@@ -364,5 +380,5 @@ __all__ = [
     "multi_similarity_pairs",
     "triplet_margin_pairs", "semihard_pairs", "all_triplets", "triplet_margin_triplets", "semihard_triplets",
     "batch_hard_triplets", "restrict", "window_sums", "triplet_mask", "mine_pairs", "mine_triplets", "SlotTriplets",
-    "check_num_slots", "max_positives", "positive_slots", "slot_triplets",
+    "check_num_slots", "max_positives", "positive_slots", "scan_slots", "slot_triplets",
 ]

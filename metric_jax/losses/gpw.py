@@ -254,12 +254,8 @@ def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) 
       inside = (window.negative & (ds > lo) & (ds < up)).astype(d.dtype)
       return per_negative + inside, jnp.sum(inside, axis=1)
 
-    def one_slot(per_negative, column):  # a slot that no anchor fills (PK batches with K - 1 < S) is skipped
-      *column, present = column
-      return jax.lax.cond(present, slot_pass, lambda carry, c: (carry, jnp.zeros_like(c[0])), per_negative, column)
-
-    per_negative, per_positive = jax.lax.scan(one_slot, jnp.zeros_like(ds),
-                                              (lower.T, upper.T, jnp.any(valid, axis=0)), unroll=2)
+    per_negative, per_positive = _mining.scan_slots(slot_pass, jnp.zeros_like(ds), (lower.T, upper.T),
+                                                    jnp.any(valid, axis=0))
     per_positive = per_positive.T                                                 # [B, S]
     sum_x = jnp.sum(per_positive * (d_ap + margin), axis=1) - jnp.sum(per_negative * d, axis=1)
     zeros = jnp.zeros((d.shape[0],), d.dtype)

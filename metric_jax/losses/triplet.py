@@ -176,14 +176,7 @@ def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots
   bound = upper if soft else jnp.minimum(upper, d_ap + margin)                    # hinge: only x > 0 counts
   neg = window.negative
 
-  def one_slot(carry, column):
-    # One positive slot as `[B, M]` operations; a `scan` (not a Python loop) keeps XLA from fusing the `S` row
-    # reductions into one slow multi-output loop on CPU. A slot that no anchor fills (PK batches with K - 1 < S
-    # positives per anchor) is skipped.
-    *column, present = column
-    return jax.lax.cond(present, slot_pass, lambda carry, _: (carry, jnp.zeros_like(column[0])), carry, column)
-
-  def slot_pass(carry, column):
+  def slot_pass(carry, column):  # one positive slot as `[B, M]` operations
     per_negative, total, num_selected = carry
     lo, hi, up, d_as = (c[:, None] for c in column)
     inside = neg & (d > lo) & (d < hi)
@@ -199,9 +192,9 @@ def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots
     return (per_negative + weight, total, num_selected), jnp.sum(weight, axis=1)
 
   zero = jnp.zeros((), d.dtype)
-  columns = (lower.T, bound.T, upper.T, d_ap.T, jnp.any(valid, axis=0))          # each [S, B]; [S]
-  (per_negative, total, num_selected), per_positive = jax.lax.scan(
-      one_slot, (jnp.zeros_like(d), zero, zero), columns, unroll=2)
+  columns = (lower.T, bound.T, upper.T, d_ap.T)                                   # each [S, B]
+  (per_negative, total, num_selected), per_positive = _mining.scan_slots(
+      slot_pass, (jnp.zeros_like(d), zero, zero), columns, jnp.any(valid, axis=0))
   per_positive = per_positive.T                                                   # [B, S]
   num_nonzero = num_selected
   rows = jnp.arange(d.shape[0])[:, None]
