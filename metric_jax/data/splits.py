@@ -6,12 +6,30 @@ Retrieval (train and test classes disjoint, labels remapped to 0..C-1 on each si
 |------------------|--------------------------------|--------------------------------|
 | `sklearn_digits` | digits 0-4                     | digits 5-9                     |
 | `mnist`, `fashion_mnist`, `cifar10`, `svhn` | classes 0-4 (all prepared splits) | classes 5-9 (all prepared splits) |
-| `omniglot`       | `background` (protocol `full`) or `small1` (protocol `small`) | `evaluation` or `small2` |
+| `omniglot`       | `background` (protocol `full`) or `small1` (protocol `small`) | `evaluation`, or the alphabets of `small2` that `small1` lacks |
 | `cub200`         | classes 1-100 (all 11788 images) | classes 101-200              |
 | `cars196`        | classes 1-98 (all 16185 images)  | classes 99-196               |
 | `sop`            | official `train` (11318 classes) | official `test` (11316 classes) |
 
+Omniglot images are inverted on loading (strokes 255, background 0) so that zero padding (shift augmentation, resizing
+borders) is background, as for MNIST.
+
+`small1` and `small2` SHARE two alphabets (Greek and Latin: 50 characters, 1000 byte-identical images), so the `small`
+protocol tests only on small2's alphabets that small1 lacks (Japanese_(katakana), Sanskrit, Tagalog: 106 characters,
+2120 images): train, validation and test are disjoint in alphabets, characters and images.
+
+`retrieval_splits` adds a validation part carved out of the training classes, for selecting the step (or a
+hyperparameter) without looking at the test classes (Musgrave et al. 2020):
+
+| dataset / protocol | train                                   | validation                           | test          |
+|--------------------|-----------------------------------------|--------------------------------------|---------------|
+| omniglot `small`   | small1: Greek, Korean, Latin (90 characters, 1800 images) | small1: Balinese, Early_Aramaic (46 characters, 920 images) | small2: Japanese_(katakana), Sanskrit, Tagalog (106 characters, 2120 images) |
+| omniglot `full`    | background minus every 5th alphabet (sorted) | every 5th background alphabet (6 of 30) | evaluation |
+| any other          | the first 80 % of the training classes (sorted) | the last 20 % (at least 2 classes)   | as above      |
+
 References:
+  Musgrave, K., Belongie, S. & Lim, S.-N. (2020). A metric learning reality check. ECCV (validation classes carved out
+  of the training classes, step chosen on validation).
   Oh Song, H., Xiang, Y., Jegelka, S. & Savarese, S. (2016). Deep metric learning via lifted structured feature
   embedding. CVPR (CUB / Cars / SOP retrieval splits).
   Lake, B. M. et al. (2015). Human-level concept learning through probabilistic program induction (Omniglot splits).
@@ -19,7 +37,7 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -58,8 +76,90 @@ def _all_splits(name, data_dir, manual_dir, image_size):
   return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+class RetrievalSplits(NamedTuple):
+  """Class-disjoint train / validation / test parts of a retrieval protocol (labels remapped to 0..C-1 in each)."""
+  train: ArraySplit
+  validation: ArraySplit
+  test: ArraySplit
+
+
 _HALF_CLASS_DATASETS = ("sklearn_digits", "mnist", "fashion_mnist", "cifar10", "svhn")
 OMNIGLOT_PROTOCOLS = {"full": ("background", "evaluation"), "small": ("small1", "small2")}
+# Alphabets of the training split held out for validation (`retrieval_splits`); None = every 5th alphabet, sorted.
+OMNIGLOT_VALIDATION_ALPHABETS = {"full": None, "small": ("Balinese", "Early_Aramaic")}
+
+
+def _omniglot_records(split, data_dir, manual_dir, image_size):
+  """`(images uint8 [N, H, W, 1] inverted, alphabets [N], characters [N], raw PNG bytes [N])` of one Omniglot split."""
+  _, manual = _registry.resolve_dirs("omniglot", data_dir, manual_dir)
+  cls = _registry.BUILDERS["omniglot"]
+  if split not in cls.available_splits(manual):
+    raise cls.missing_error(split, manual)
+  builder = _registry.get_builder("omniglot", data_dir=data_dir, manual_dir=manual_dir)
+  records = _registry.read_split(builder, split, features=("image", "alphabet", "character"))
+  text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+  images = np.stack([255 - _registry.decode_image(r["image"], image_size) for r in records])
+  alphabets = np.asarray([text(r["alphabet"]) for r in records])
+  characters = np.asarray([text(r["alphabet"]) + "/" + text(r["character"]) for r in records])
+  return images, alphabets, characters, [bytes(r["image"]) for r in records]
+
+
+def omniglot_parts(protocol: str = "small", *, data_dir=None, manual_dir=None,
+                   image_size: Optional[Tuple[int, int]] = None) -> dict:
+  """The Omniglot retrieval protocol's parts as `{"train" | "validation" | "test": (images, characters, png_bytes)}`.
+
+  `characters` are "alphabet/characterNN" strings (the class identity across splits); `png_bytes` the raw files, for
+  disjointness checks. "train" + "validation" together are the whole training split.
+  """
+  if protocol not in OMNIGLOT_PROTOCOLS:
+    raise ValueError(f"`protocol` must be one of {tuple(OMNIGLOT_PROTOCOLS)} for omniglot, got {protocol!r}.")
+  train_split, test_split = OMNIGLOT_PROTOCOLS[protocol]
+  tr_x, tr_a, tr_c, tr_b = _omniglot_records(train_split, data_dir, manual_dir, image_size)
+  te_x, te_a, te_c, te_b = _omniglot_records(test_split, data_dir, manual_dir, image_size)
+  test_keep = ~np.isin(te_a, np.unique(tr_a))  # alphabets the training split also holds are not test alphabets
+  alphabets = sorted(set(tr_a.tolist()))
+  val_alphabets = OMNIGLOT_VALIDATION_ALPHABETS[protocol]
+  if val_alphabets is None or not set(val_alphabets) <= set(alphabets):
+    val_alphabets = alphabets[4::5] if len(alphabets) >= 5 else alphabets[-1:]
+  is_val = np.isin(tr_a, np.asarray(val_alphabets))
+  pick = lambda x, c, b, m: (x[m], c[m], [v for v, k in zip(b, m) if k])
+  return {"train": pick(tr_x, tr_c, tr_b, ~is_val), "validation": pick(tr_x, tr_c, tr_b, is_val),
+          "test": pick(te_x, te_c, te_b, test_keep), "train_all": (tr_x, tr_c, tr_b)}
+
+
+def _omniglot_protocol(protocol, data_dir, manual_dir):
+  if protocol is None:
+    _, manual = _registry.resolve_dirs("omniglot", data_dir, manual_dir)
+    available = _registry.BUILDERS["omniglot"].available_splits(manual)
+    protocol = "full" if all(s in available for s in OMNIGLOT_PROTOCOLS["full"]) else "small"
+  if protocol not in OMNIGLOT_PROTOCOLS:
+    raise ValueError(f"`protocol` must be one of {tuple(OMNIGLOT_PROTOCOLS)} for omniglot, got {protocol!r}.")
+  return protocol
+
+
+def _carve_validation(split: ArraySplit, fraction: float = 0.2, min_classes: int = 2) -> Tuple[ArraySplit, ArraySplit]:
+  """The last `fraction` of `split`'s classes (at least `min_classes`, at least one left) as validation."""
+  num_val = min(max(min_classes, int(round(fraction * split.num_classes))), split.num_classes - 1)
+  if num_val < 1:
+    raise ValueError(f"cannot carve validation classes out of {split.num_classes} training class(es).")
+  first_val = split.num_classes - num_val
+  return (_select_classes(split.images, split.labels, range(first_val)),
+          _select_classes(split.images, split.labels, range(first_val, split.num_classes)))
+
+
+def retrieval_splits(name: str, *, protocol: Optional[str] = None, data_dir=None, manual_dir=None,
+                     image_size: Optional[Tuple[int, int]] = None) -> RetrievalSplits:
+  """Class-disjoint `(train, validation, test)` of dataset `name`: `retrieval_split`'s test set, and its training
+  classes divided into train and validation (see the module docstring's second table). Select steps and
+  hyperparameters on `validation`; report `test`."""
+  if name == "omniglot":
+    parts = omniglot_parts(_omniglot_protocol(protocol, data_dir, manual_dir), data_dir=data_dir,
+                           manual_dir=manual_dir, image_size=image_size)
+    return RetrievalSplits(*(make_split(parts[k][0], parts[k][1]) for k in ("train", "validation", "test")))
+  train, test = retrieval_split(name, protocol=protocol, data_dir=data_dir, manual_dir=manual_dir,
+                                image_size=image_size)
+  train, validation = _carve_validation(train)
+  return RetrievalSplits(train, validation, test)
 
 
 def retrieval_split(name: str, *, protocol: Optional[str] = None, data_dir=None, manual_dir=None,
@@ -68,8 +168,8 @@ def retrieval_split(name: str, *, protocol: Optional[str] = None, data_dir=None,
 
   Args:
     name: dataset short name (see the table in the module docstring).
-    protocol: Omniglot only: `full` (background -> evaluation) or `small` (small1 -> small2). Default: `full` when both
-      full zips are present, else `small`.
+    protocol: Omniglot only: `full` (background -> evaluation) or `small` (small1 -> the alphabets of small2 that
+      small1 lacks). Default: `full` when both full zips are present, else `small`.
     data_dir, manual_dir: as in `metric_jax.data.get_builder`.
     image_size: optional `(H, W)` to resize to (needed for CUB / Cars / SOP, whose images differ in size).
 
@@ -77,18 +177,9 @@ def retrieval_split(name: str, *, protocol: Optional[str] = None, data_dir=None,
     `(train, test)` `ArraySplit`s with disjoint classes, each with labels remapped to 0..C-1.
   """
   if name == "omniglot":
-    if protocol is None:
-      _, manual = _registry.resolve_dirs(name, data_dir, manual_dir)
-      available = _registry.BUILDERS[name].available_splits(manual)
-      protocol = "full" if all(s in available for s in OMNIGLOT_PROTOCOLS["full"]) else "small"
-    if protocol not in OMNIGLOT_PROTOCOLS:
-      raise ValueError(f"`protocol` must be one of {tuple(OMNIGLOT_PROTOCOLS)} for omniglot, got {protocol!r}.")
-    train_split, test_split = OMNIGLOT_PROTOCOLS[protocol]
-    train = make_split(*_registry.load_arrays(name, train_split, data_dir=data_dir, manual_dir=manual_dir,
-                                              image_size=image_size))
-    test = make_split(*_registry.load_arrays(name, test_split, data_dir=data_dir, manual_dir=manual_dir,
-                                             image_size=image_size))
-    return train, test
+    parts = omniglot_parts(_omniglot_protocol(protocol, data_dir, manual_dir), data_dir=data_dir,
+                           manual_dir=manual_dir, image_size=image_size)
+    return make_split(*parts["train_all"][:2]), make_split(*parts["test"][:2])
   if protocol is not None:
     raise ValueError(f"`protocol` is only used for omniglot, got {protocol!r} for {name!r}.")
   if name == "sop":
