@@ -14,6 +14,10 @@ so the features avoid everything that needs it:
 A builder prepares the splits whose raw files are present (`available_splits`). Asking for a split whose files are missing
 raises `FileNotFoundError` naming the file and the directory searched; an unreadable file (bad zip / gzip / tar, wrong IDX
 magic number, unreadable .mat or pickle) raises `CorruptFileError` naming the file.
+
+What a prepared dataset was built from is its `source_files` (each identified by `file_identity`: resolved path, size,
+mtime and a SHA-256 of the first and last MiB) and its builder's code (`code_fingerprint`); `metric_jax.data.get_builder`
+stores them beside the prepared files and rebuilds when they change.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import abc
 import gzip
 import hashlib
+import inspect
 import pathlib
 import tarfile
 import zipfile
@@ -72,6 +77,22 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       return ()
     raw_dir = pathlib.Path(raw_dir)
     return tuple(s for s, files in cls.SPLIT_FILES.items() if all((raw_dir / f).is_file() for f in files))
+
+  @classmethod
+  def source_files(cls, raw_dir: Optional[pathlib.Path]) -> Tuple[pathlib.Path, ...]:
+    """The raw files a prepared dataset is built from: those of the available splits, each once, sorted by name."""
+    names = sorted({f for split in cls.available_splits(raw_dir) for f in cls.SPLIT_FILES[split]})
+    return tuple(pathlib.Path(raw_dir) / name for name in names)
+
+  @classmethod
+  def code_fingerprint(cls) -> str:
+    """SHA-256 of the source of every module of `metric_jax.data.builders` this builder's classes are defined in (its
+    own module and `_base`), so that a change of the reading code rebuilds the prepared data."""
+    digest = hashlib.sha256()
+    files = sorted({inspect.getfile(c) for c in cls.__mro__ if c.__module__.startswith("metric_jax.data.builders")})
+    for path in files:
+      digest.update(pathlib.Path(path).name.encode() + b"\0" + pathlib.Path(path).read_bytes())
+    return digest.hexdigest()
 
   @classmethod
   def missing_error(cls, split: str, raw_dir: Optional[pathlib.Path]) -> MissingFileError:
@@ -145,11 +166,34 @@ def read_idx(path: pathlib.Path, expected_ndim: int) -> np.ndarray:
   return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def extract_tar(path: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
-  """Extracts a tar archive once into a sub-folder of `dest` keyed by the archive's path, size and mtime (so a changed
-  archive is extracted afresh); a marker file records completion. Returns that sub-folder."""
+IDENTITY_HASH_BYTES = 1 << 20
+
+
+def file_identity(path: pathlib.Path) -> Dict[str, object]:
+  """What identifies a raw file cheaply: `{"path" (resolved), "size", "mtime_ns", "sha256_head_tail"}`.
+
+  `sha256_head_tail` hashes the whole file when it is at most 2 MiB, else its first and last MiB (`IDENTITY_HASH_BYTES`),
+  so swapping a file for another of the same size and mtime is still noticed, at the cost of reading 2 MiB.
+  """
+  path = pathlib.Path(path).resolve()
   stat = path.stat()
-  key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    if stat.st_size <= 2 * IDENTITY_HASH_BYTES:
+      digest.update(f.read())
+    else:
+      digest.update(f.read(IDENTITY_HASH_BYTES))
+      f.seek(stat.st_size - IDENTITY_HASH_BYTES)
+      digest.update(f.read(IDENTITY_HASH_BYTES))
+  return {"path": str(path), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns),
+          "sha256_head_tail": digest.hexdigest()}
+
+
+def extract_tar(path: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
+  """Extracts a tar archive once into a sub-folder of `dest` keyed by the archive's `file_identity` (so a changed
+  archive is extracted afresh); a marker file records completion. Returns that sub-folder."""
+  identity = file_identity(path)
+  key = hashlib.sha1("|".join(str(identity[k]) for k in sorted(identity)).encode()).hexdigest()[:12]
   dest = dest / key
   marker = dest / ".extracted"
   if marker.exists():

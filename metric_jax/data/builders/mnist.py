@@ -3,8 +3,8 @@
 Files (official names, in `manual_dir`): `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz` (split `train`,
 60000 images) and `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz` (split `test`, 10000 images). Fashion-MNIST
 ships under the same four names. Images are stored as uint8 `[28, 28, 1]`, labels as `ClassLabel(10)`. A split is prepared
-when both of its files are present: offline, only the MNIST test set exists, so `mnist` prepares `test` and a `train`
-request names `train-images-idx3-ubyte.gz`.
+when both of its files are present (the shared datasets hold all four MNIST files); a request for a split whose files are
+absent names them.
 
 References:
   LeCun, Y., Bottou, L., Bengio, Y. & Haffner, P. (1998). Gradient-based learning applied to document recognition.

@@ -10,6 +10,9 @@ References:
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -34,6 +37,15 @@ class MetricJaxSklearnDigits(_base.OfflineBuilder):
   @classmethod
   def available_splits(cls, raw_dir):
     return ("train",)
+
+  @classmethod
+  def source_files(cls, raw_dir):
+    """scikit-learn's bundled `datasets/data/digits.csv.gz`, found without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+      return ()
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    return (path,) if path.is_file() else ()
 
   def _info(self):
     return tfds.core.DatasetInfo(
