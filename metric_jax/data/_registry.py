@@ -1,8 +1,8 @@
 """`get_builder` (prepare a dataset offline) and `load_arrays` (read a split into numpy through `tfds.data_source`).
 
-A prepared dataset is keyed on what it was built from: `source_record` (the identity of every raw file, see
-`builders._base.file_identity`, the available splits, the builder's version and code) is written beside the array_record
-files as `metric_jax_source.json` once they are complete. `get_builder` reuses the prepared data only when the record of
+A prepared dataset is keyed on what it was built from: `source_record` (the identity of every raw file: resolved path,
+size, mtime and a SHA-256 of its first and last MiB, see `OfflineBuilder.source_identity`; the available splits; the
+builder's version and code) is written beside the array_record files as `metric_jax_source.json` once they are complete. `get_builder` reuses the prepared data only when the record of
 the current raw files equals the stored one; otherwise it logs which file (or what) changed and rebuilds, so data built
 from other files is never returned. Building, checking and (in `load_arrays`) reading happen under one exclusive file
 lock per dataset and data_dir.
@@ -26,7 +26,6 @@ from PIL import Image
 
 from metric_jax.data import _paths
 from metric_jax.data.builders import BUILDERS, OfflineBuilder
-from metric_jax.data.builders import _base
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def source_record(cls, manual_dir: Optional[pathlib.Path]) -> dict:
       "file_format": _FILE_FORMAT,
       "code_sha256": cls.code_fingerprint(),
       "splits": sorted(cls.available_splits(manual_dir)),
-      "files": {p.name: _base.file_identity(p) for p in cls.source_files(manual_dir)},
+      "files": {p.name: cls.source_identity(p) for p in cls.source_files(manual_dir)},
   }
 
 
@@ -110,7 +109,7 @@ def describe_change(old: Optional[dict], new: dict) -> str:
       if before.get("path") != now["path"]:
         reasons.append(f"{name} is now read from {now['path']} (was {before.get('path')})")
       else:
-        what = [label for key, label in _IDENTITY_LABELS.items() if before.get(key) != now[key]]
+        what = [label for key, label in _IDENTITY_LABELS.items() if before.get(key) != now.get(key)]
         reasons.append(f"{now['path']} changed ({', '.join(what)})")
   if old.get("splits") != new["splits"]:
     reasons.append(f"splits {old.get('splits')} -> {new['splits']}")

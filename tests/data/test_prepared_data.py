@@ -224,3 +224,23 @@ def test_concurrent_callers_build_once_and_each_gets_the_data_of_its_own_files(t
   with concurrent.futures.ThreadPoolExecutor(4) as pool:  # callers with different raw files at the same time
     results = list(pool.map(load, ["a", "b", "a", "b", "b", "a"]))
   assert all(rows == expected[name] for name, rows in results)
+
+
+def test_bundled_digits_are_keyed_on_content_not_on_the_environment_they_are_installed_in(tmp_path, prepares,
+                                                                                          monkeypatch):
+  cls = data.BUILDERS["sklearn_digits"]
+  (bundled,) = cls.source_files(None)
+  assert bundled.name == "digits.csv.gz" and bundled.is_file()
+  tfds_dir = tmp_path / "tfds"
+  data.get_builder("sklearn_digits", data_dir=tfds_dir)
+  record = json.loads((_prepared_dir(tfds_dir, "metric_jax_sklearn_digits") / RECORD).read_text())
+  assert set(record["files"]["digits.csv.gz"]) == {"path", "size", "sha256_head_tail"}
+  other_env = tmp_path / "other_venv" / "digits.csv.gz"  # the same file in another environment: new path and mtime
+  other_env.parent.mkdir()
+  shutil.copyfile(bundled, other_env)
+  monkeypatch.setattr(cls, "source_files", classmethod(lambda c, raw_dir: (other_env,)))
+  data.get_builder("sklearn_digits", data_dir=tfds_dir)
+  assert prepares.count == 1
+  other_env.write_bytes(other_env.read_bytes() + b"\n")  # another scikit-learn's digits: rebuilt
+  data.get_builder("sklearn_digits", data_dir=tfds_dir)
+  assert prepares.count == 2

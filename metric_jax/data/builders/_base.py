@@ -85,6 +85,11 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tuple(pathlib.Path(raw_dir) / name for name in names)
 
   @classmethod
+  def source_identity(cls, path: pathlib.Path) -> Dict[str, object]:
+    """The identity of one source file recorded beside the prepared data (default: `file_identity`)."""
+    return file_identity(path)
+
+  @classmethod
   def code_fingerprint(cls) -> str:
     """SHA-256 of the source of every module of `metric_jax.data.builders` this builder's classes are defined in (its
     own module and `_base`), so that a change of the reading code rebuilds the prepared data."""
