@@ -3,7 +3,8 @@
 `evaluate` is the one entry point the training loop and the experiments call; it returns a flat dict of Python floats
 with stable keys:
 
-  "retrieval":      recall@K for each K in `ks`, precision@1, r_precision, map@r   (`retrieval.py`)
+  "retrieval":      recall@K for each K in `ks`, precision@1, r_precision, map@r   (`retrieval.py`);
+                    class ids [N] or multi-hot labels [N, L] (relevant = a shared label)
   "clustering":     nmi, ami, f1 of k-means with k = number of classes           (`clustering.py`)
   "classification": knn_accuracy, svm_accuracy; the reference set is the labelled training set, the query set
                     is classified                                                (`classification.py`)
@@ -20,7 +21,7 @@ from metric_jax.evaluation.classification import (classification_metrics, knn_ac
 from metric_jax.evaluation.clustering import clustering_metrics, pairwise_f1, scores_from_assignment
 from metric_jax.evaluation.extract import extract_embeddings
 from metric_jax.evaluation.knn import DEFAULT_CHUNK_SIZE, knn
-from metric_jax.evaluation.retrieval import metrics_from_neighbors, retrieval_metrics
+from metric_jax.evaluation.retrieval import metrics_from_neighbors, metrics_from_relevance, retrieval_metrics
 from metric_jax.evaluation.verification import verification_accuracy
 
 METRIC_GROUPS = ("retrieval", "clustering", "classification", "verification")
@@ -34,11 +35,14 @@ def evaluate(query_embeddings, query_labels, reference_embeddings=None, referenc
 
   Args:
     query_embeddings: float `[Q, D]` (numpy or jax), e.g. the test set.
-    query_labels: integer `[Q]`.
+    query_labels: integer class ids `[Q]`, or multi-hot `[Q, L]` (boolean or 0/1; a reference is relevant to a query
+      when they share at least one label). Multi-hot labels are accepted by the `retrieval` group only; the other
+      groups need one class per row and raise a `ValueError` naming this argument.
     reference_embeddings: float `[N, D]` or None. Retrieval: None means leave-one-out retrieval within the query set
       (each query's own row excluded), else the queries search this disjoint gallery. Classification: required, the
       labelled training features that classify the queries.
-    reference_labels: integer `[N]`, exactly when `reference_embeddings` is given.
+    reference_labels: `[N]` or `[N, L]`, the same kind as `query_labels`, exactly when `reference_embeddings` is
+      given.
     ks: the K of each `recall@K`.
     metrics: groups among `retrieval`, `clustering`, `classification`, `verification`.
     metric: `cosine` | `dot` | `euclidean` | `squared_euclidean`, for kNN, k-means input and verification scores.
@@ -63,14 +67,21 @@ def evaluate(query_embeddings, query_labels, reference_embeddings=None, referenc
       raise ValueError(f"`metrics` must hold names among {METRIC_GROUPS}, got {group!r}.")
   _inputs.check_metric(metric)
   queries = _inputs.as_embeddings(query_embeddings, "query_embeddings")
-  query_labels = _inputs.as_labels(query_labels, queries.shape[0], "query_labels")
+  query_labels = _inputs.as_labels(query_labels, queries.shape[0], "query_labels", multi_hot=True)
   references = None
   if reference_embeddings is not None:
     references = _inputs.as_embeddings(reference_embeddings, "reference_embeddings")
-    reference_labels = _inputs.as_labels(reference_labels, references.shape[0], "reference_labels")
+    reference_labels = _inputs.as_labels(reference_labels, references.shape[0], "reference_labels", multi_hot=True)
     _inputs.check_same_dim(queries, references)
+    _inputs.check_label_kinds(query_labels, reference_labels)
   elif reference_labels is not None:
     raise ValueError("`reference_labels` were given without `reference_embeddings`.")
+  if _inputs.is_multi_hot(query_labels):
+    single_label_groups = [group for group in metrics if group != "retrieval"]
+    if single_label_groups:
+      raise ValueError(f"`query_labels` are multi-hot {query_labels.shape}, but the {single_label_groups} group(s) "
+                       "need one class id per row (k-means with k = number of classes, a classifier, class-based "
+                       "verification tuples); with multi-hot labels evaluate metrics=('retrieval',).")
 
   out = {}
   if "retrieval" in metrics:
@@ -91,7 +102,8 @@ def evaluate(query_embeddings, query_labels, reference_embeddings=None, referenc
 
 
 __all__ = [
-    "evaluate", "extract_embeddings", "knn", "retrieval_metrics", "metrics_from_neighbors", "clustering_metrics",
+    "evaluate", "extract_embeddings", "knn", "retrieval_metrics", "metrics_from_neighbors", "metrics_from_relevance",
+    "clustering_metrics",
     "pairwise_f1", "scores_from_assignment", "classification_metrics", "knn_accuracy", "knn_predict", "svm_accuracy",
     "softmax_accuracy", "verification_accuracy", "METRIC_GROUPS",
 ]

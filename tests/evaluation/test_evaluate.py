@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metric_jax.evaluation import clustering_metrics, evaluate, retrieval_metrics, verification_accuracy
+from metric_jax.evaluation import (clustering_metrics, evaluate, knn_accuracy, retrieval_metrics,
+                                   verification_accuracy)
 from tests.evaluation import _reference as ref
 
 
@@ -54,3 +55,33 @@ def test_bad_input_is_an_error_naming_the_argument(data, kwargs, message):
   args.update(kwargs)
   with pytest.raises((ValueError, TypeError), match=message):
     evaluate(**args)
+
+
+def test_multi_hot_labels_in_the_retrieval_group(data):
+  x, labels = data
+  hot = np.eye(labels.max() + 1, dtype=bool)[labels]
+  hot[::3, 0] = True  # overlapping labels: every third row also carries label 0
+  out = evaluate(x, hot, metrics=("retrieval",))
+  assert out == retrieval_metrics(x, hot)
+  one_hot = np.eye(labels.max() + 1, dtype=bool)[labels]
+  assert evaluate(x[:50], one_hot[:50], x[50:], one_hot[50:], metrics="retrieval") == evaluate(
+      x[:50], labels[:50], x[50:], labels[50:], metrics="retrieval")
+
+
+@pytest.mark.parametrize("metrics", [("retrieval", "clustering"), ("verification",), ("classification",)])
+def test_multi_hot_labels_in_single_label_groups_name_the_argument(data, metrics):
+  x, labels = data
+  hot = np.eye(labels.max() + 1, dtype=bool)[labels]
+  with pytest.raises(ValueError, match="query_labels.*multi-hot"):
+    evaluate(x[:40], hot[:40], x[40:], hot[40:], metrics=metrics)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, hot: clustering_metrics(x, hot), "`labels` must be 1-D class ids"),
+    (lambda x, hot: verification_accuracy(x, hot), "`labels` must be 1-D class ids"),
+    (lambda x, hot: knn_accuracy(x, hot, x, hot), "`train_labels` must be 1-D class ids"),
+])
+def test_single_label_metrics_refuse_multi_hot_labels(data, call, message):
+  x, labels = data
+  with pytest.raises(ValueError, match=message):
+    call(x, np.eye(labels.max() + 1, dtype=bool)[labels])
