@@ -23,6 +23,10 @@ def get_config():
   c.manual_dir = ""
   c.split = "retrieval"                # retrieval (class-disjoint) | limited (S0 limited-data protocol)
   c.samples_per_class = 0              # limited-data protocol: n per class
+  c.image_size = 0                     # resize images to image_size x image_size at load time; 0 = native size
+  c.validation = False                 # retrieval: carve validation classes out of the training classes and report
+                                       # the test metrics at the step of the best validation MAP@R
+  c.eval_train_classes = False         # also evaluate retrieval on (2000 images of) the training classes
 
   c.preprocess = ml_collections.ConfigDict(dict(kind="float", crop_padding=1))  # float | shift | standardize | flip | lcn | gcn_zca
 
@@ -39,7 +43,7 @@ def get_config():
   c.objective = ml_collections.ConfigDict(dict(
       kind="metric", loss="multi_similarity", loss_hparams=ml_collections.ConfigDict(),
       density_adaptivity_weight=0.0, density_adaptivity_eta=0.5, global_orthogonal_weight=0.0,
-      embedding_l2_weight=0.0, pair_margin=1.0, pair_b=0.5, pair_lambda=1.0))
+      embedding_l2_weight=0.0, entropy_weight=0.0, pair_margin=1.0, pair_b=0.5, pair_lambda=1.0))
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0, momentum=0.9, weight_decay=0.0,

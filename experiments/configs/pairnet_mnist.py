@@ -1,8 +1,8 @@
 """S0 (PairNet) limited-data experiment on MNIST: softmax (singlenet) vs softmax + pairwise PLoss (pairnet).
 
-Protocol (DESIGN.md, S0): N training images per class drawn at random from a pool, each draw repeated with 3 seeds,
-accuracy on a fixed test set, mean ± std. Offline only MNIST's 10k test images exist, so `limited_data_split` splits
-them (stratified, fixed seed) into a 5000-image pool and a 5000-image test set and draws N per class from the pool.
+Protocol (DESIGN.md, S0): N training images per class drawn at random from the official 60,000 training images
+(`samples_per_class = 0`: all of them), each draw repeated with 3 seeds, accuracy on the official 10,000 test images,
+mean ± std.
 
 Network: the paper's MNIST LeNet (conv 5x5x20 - pool - conv 5x5x50 - pool - fc 500 - ReLU) as the shared trunk of a
 two-channel net with softmax classifiers W1, W2 on fc1; PLoss = max(0, b - Y (m - D^2)) on the squared Euclidean
@@ -15,9 +15,9 @@ One configuration (one method, one N):
   python -m experiments.train --config experiments/configs/pairnet_mnist.py --workdir runs/pairnet_mnist \
       --config.objective.kind=pairnet --config.samples_per_class=60
 
-The sweep over methods and N that writes experiments/results/pairnet_mnist.md:
+The sweep over methods and N (S0's Table 1) that writes experiments/results/pairnet_mnist.md:
 
-  python -m experiments.pairnet_limited --workdir runs/pairnet_limited
+  python -m experiments.sweep --sweep experiments/sweeps/pairnet_mnist.py --workdir runs/pairnet_mnist
 """
 
 from experiments.configs import default
@@ -58,7 +58,7 @@ def get_config():
 
   c.num_steps = 1000
   c.log_every = 50
-  c.eval_every = 500
+  c.eval_every = 1000                  # S0 reports the last step: one evaluation at the end (and the untrained one)
   c.checkpoint_every = 500
   c.eval_metrics = ("classification",)
   return c

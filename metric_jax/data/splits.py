@@ -91,12 +91,8 @@ OMNIGLOT_VALIDATION_ALPHABETS = {"full": None, "small": ("Balinese", "Early_Aram
 
 def _omniglot_records(split, data_dir, manual_dir, image_size):
   """`(images uint8 [N, H, W, 1] inverted, alphabets [N], characters [N], raw PNG bytes [N])` of one Omniglot split."""
-  _, manual = _registry.resolve_dirs("omniglot", data_dir, manual_dir)
-  cls = _registry.BUILDERS["omniglot"]
-  if split not in cls.available_splits(manual):
-    raise cls.missing_error(split, manual)
-  builder = _registry.get_builder("omniglot", data_dir=data_dir, manual_dir=manual_dir)
-  records = _registry.read_split(builder, split, features=("image", "alphabet", "character"))
+  records = _registry.load_records("omniglot", split, features=("image", "alphabet", "character"), data_dir=data_dir,
+                                   manual_dir=manual_dir)
   text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
   images = np.stack([255 - _registry.decode_image(r["image"], image_size) for r in records])
   alphabets = np.asarray([text(r["alphabet"]) for r in records])
@@ -242,14 +238,15 @@ def limited_data_split(name: str, samples_per_class: int, *, seed: int, data_dir
                        ) -> Tuple[ArraySplit, ArraySplit]:
   """S0's limited-data protocol: `samples_per_class` training images per class drawn with `seed`; the full test set.
 
-  The training pool is the `train` split and the test set the `test` split. When there is no `train` split (offline
-  MNIST: only the 10k test images exist; `sklearn_digits`: one split), the available images are split into a pool and a
-  test set of equal size (5000 / 5000 for MNIST), stratified by class, with `split_seed` (fixed by default, so every `seed`
-  of the draw is evaluated on the same test set, as in the paper's three repeated draws).
+  The training pool is the `train` split and the test set the `test` split (MNIST: the official 60,000 / 10,000). When
+  there is no `train` split (`sklearn_digits`: one split; a folder with only the MNIST test files), the available images
+  are split into a pool and a test set of equal size, stratified by class, with `split_seed` (fixed by default, so every
+  `seed` of the draw is evaluated on the same test set, as in the paper's three repeated draws).
 
   Args:
     name: a classification dataset: `sklearn_digits`, `mnist`, `fashion_mnist`, `cifar10`, `svhn`.
-    samples_per_class: N, images per class in the training set (S0 uses e.g. 60 / 100 / 500 on MNIST).
+    samples_per_class: N, images per class in the training set (S0 uses e.g. 60 / 100 / 500 on MNIST); 0 takes the
+      whole pool (S0's "ALL"; `seed` then only seeds the network's initialisation).
     seed: seed of the draw from the pool.
     split_seed: seed of the pool / test split when there is no `train` split.
 
@@ -262,8 +259,9 @@ def limited_data_split(name: str, samples_per_class: int, *, seed: int, data_dir
   """
   if name not in _HALF_CLASS_DATASETS:
     raise ValueError(f"`name` must be one of {_HALF_CLASS_DATASETS} for the limited-data protocol, got {name!r}.")
-  if not isinstance(samples_per_class, (int, np.integer)) or samples_per_class <= 0:
-    raise ValueError(f"`samples_per_class` must be a positive integer, got {samples_per_class!r}.")
+  if not isinstance(samples_per_class, (int, np.integer)) or samples_per_class < 0:
+    raise ValueError(f"`samples_per_class` must be a positive integer (or 0: the whole pool), got "
+                     f"{samples_per_class!r}.")
   cls = _registry.BUILDERS[name]
   _, manual = _registry.resolve_dirs(name, data_dir, manual_dir)
   available = cls.available_splits(manual)
@@ -277,7 +275,8 @@ def limited_data_split(name: str, samples_per_class: int, *, seed: int, data_dir
     x, y = _registry.load_arrays(name, split, data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
     pool, test = stratified_halves(y, seed=split_seed, first_size=y.shape[0] // 2)
     pool_x, pool_y, test_x, test_y = x[pool], y[pool], x[test], y[test]
-  chosen = draw_per_class(pool_y, samples_per_class, seed=seed)
+  chosen = (np.arange(len(pool_y)) if samples_per_class == 0
+            else draw_per_class(pool_y, samples_per_class, seed=seed))
   classes = np.unique(np.concatenate([pool_y, test_y]))
   remap = {int(c): i for i, c in enumerate(classes)}
   relabel = lambda y: np.asarray([remap[int(v)] for v in y], dtype=np.int32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Callable, Dict, Iterable, List, Optional
 
@@ -69,27 +70,47 @@ def read_metrics(workdir: str) -> List[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+class NonFiniteError(FloatingPointError):
+  """Training met a non-finite loss or gradient norm; the state of that step was not saved."""
+
+
+def _eval_records(result: Dict) -> Dict[str, Dict[str, float]]:
+  """`eval_fn`'s result as `{split: metrics}`: a flat dict is one split named "eval"."""
+  if result and all(isinstance(v, dict) for v in result.values()):
+    return result
+  return {"eval": result}
+
+
 def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[dict]], *, num_steps: int,
         workdir: Optional[str] = None, checkpoint_every: int = 0, log_every: int = 10, eval_every: int = 0,
-        eval_fn: Optional[Callable[[TrainState, int], Dict[str, float]]] = None, progress: bool = True,
-        meta: Optional[dict] = None, writer: Optional[MetricsWriter] = None):
+        eval_fn: Optional[Callable[[TrainState, int], Dict]] = None, progress: bool = True,
+        meta: Optional[dict] = None, writer: Optional[MetricsWriter] = None, log: Callable[[str], None] = print):
   """Trains `state` up to `num_steps` steps and returns `(state, summary)`.
 
-  With a `workdir`, the latest checkpoint under `workdir/checkpoints` (if any) is restored first, checkpoints are saved
-  every `checkpoint_every` steps and at the end, and metrics go to `workdir/metrics.jsonl` and TensorBoard.
-  `eval_fn(state, step) -> dict` runs every `eval_every` steps and at the end. `summary` holds the final train metrics,
-  the last evaluation, timing (`data_seconds`, `step_seconds`, `images_per_second`) and `start_step`.
+  With a `workdir`, the latest checkpoint under `workdir/checkpoints` (if any) is restored first ("resuming from step
+  N" is logged) and `metrics.jsonl` is cut back to that step, so a killed attempt leaves no duplicate records;
+  checkpoints are saved synchronously every `checkpoint_every` steps and at the end, so a kill loses at most one interval.
+  Train metrics are averaged over each logging interval of `log_every` steps. `eval_fn(state, step)` runs every
+  `eval_every` steps and at the end; it returns a flat metrics dict (logged as split "eval") or `{split: metrics}`.
+
+  Every step's loss and gradient norm are checked: the first non-finite one raises `NonFiniteError` naming the step
+  and the quantity; the last good checkpoint stays the latest one.
+
+  `summary` holds the last interval's train metrics, the last evaluation, timing (`data_seconds`, `step_seconds`,
+  `images_per_second`) and `start_step`.
   """
   if num_steps < 0:
     raise ValueError(f"`num_steps` must be non-negative, got {num_steps}.")
   own_writer = writer is None
   writer = MetricsWriter(workdir) if writer is None else writer
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints")) if workdir else None
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False) if workdir else None
   start = 0
   if checkpointer is not None and checkpointer.latest_step() is not None:
     state, saved = checkpointer.restore(state)
     start = int(saved.get("next_step", checkpointer.latest_step()))
-    writer.truncate_after(start)
+    if jax.process_index() == 0 and start < num_steps:
+      log(f"resuming from step {start} (checkpoint {os.path.join(checkpointer.directory, str(start))})")
+  writer.truncate_after(start)
   if int(jax.device_get(trainer.local_copy(state.step))) != start:
     raise RuntimeError(f"restored state is at step {int(state.step)} but the checkpoint says {start}.")
 
@@ -100,8 +121,10 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
   data_seconds = step_seconds = 0.0
   images = 0
   last_train: Dict[str, float] = {}
-  last_eval: Dict[str, float] = {}
+  last_eval: Dict = {}
   window_t, window_images = time.perf_counter(), 0
+  window_sums: Dict[str, float] = {}
+  window_steps = 0
   source = batches(start) if start < num_steps else ()
   iterator = iter(source)
   try:
@@ -111,19 +134,29 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
       t1 = time.perf_counter()
       state, metrics = trainer.train_step(state, trainer.shard_batch(batch))
       done = step + 1
+      values = {k: float(v) for k, v in jax.device_get(trainer.local_copy(metrics)).items()}
+      for key in ("loss", "grad_norm"):
+        if key in values and not np.isfinite(values[key]):
+          raise NonFiniteError(
+              f"step {done}: the {'loss' if key == 'loss' else 'gradient norm'} is {values[key]} "
+              f"(loss {values.get('loss')}, gradient norm {values.get('grad_norm')}); training stopped before saving "
+              f"this step. The last good checkpoint is "
+              f"{checkpointer.latest_step() if checkpointer is not None else None} in "
+              f"{checkpointer.directory if checkpointer is not None else '(no workdir)'}.")
+      for k, v in values.items():
+        window_sums[k] = window_sums.get(k, 0.0) + v
+      window_steps += 1
       batch_images = int(np.shape(batch["image"])[0]) * jax.process_count()
       images += batch_images
       window_images += batch_images
       if log_every and (done % log_every == 0 or done == num_steps):
-        last_train = {k: float(v) for k, v in jax.device_get(trainer.local_copy(metrics)).items()}
+        last_train = {k: v / window_steps for k, v in window_sums.items()}
         now = time.perf_counter()
         last_train["images_per_second"] = window_images / max(now - window_t, 1e-9)
-        window_t, window_images = now, 0
+        window_t, window_images, window_sums, window_steps = now, 0, {}, 0
         writer.write(done, "train", last_train)
         if bar is not None:
           bar.set_postfix(loss=f"{last_train['loss']:.4f}", img_s=f"{last_train['images_per_second']:.0f}")
-      else:
-        jax.block_until_ready(metrics["loss"])
       t2 = time.perf_counter()
       data_seconds += t1 - t0
       step_seconds += t2 - t1
@@ -131,7 +164,8 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
         bar.update(1)
       if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
         last_eval = eval_fn(state, done)
-        writer.write(done, "eval", last_eval)
+        for split, m in _eval_records(last_eval).items():
+          writer.write(done, split, m)
       if checkpointer is not None and checkpoint_every and done % checkpoint_every == 0 and done != num_steps:
         checkpointer.save(done, state, dict(meta or {}, next_step=done))
   finally:
@@ -140,9 +174,13 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
         obj.close()
     if bar is not None:
       bar.close()
+    if checkpointer is not None and sys.exc_info()[0] is not None:
+      checkpointer.close()
   if eval_fn is not None and (start < num_steps or not last_eval):
     last_eval = eval_fn(state, num_steps)
-    writer.write(num_steps, "eval", last_eval)
+    if start < num_steps:
+      for split, m in _eval_records(last_eval).items():
+        writer.write(num_steps, split, m)
   if checkpointer is not None:
     if start < num_steps:
       checkpointer.save(num_steps, state, dict(meta or {}, next_step=num_steps))

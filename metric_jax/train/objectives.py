@@ -8,7 +8,7 @@ layers that act after the gather (S0's classifiers W1, W2).
 
 Metric objectives (`metric_objective`): any registry loss on `outputs["embedding"]` plus optional regularizers:
 
-  L = loss(E, y) + w_DA * L_DA(E, y; alpha, D0, eta) + w_GOR * L_GOR(E, y) + w_L2 * L_L2(E)
+  L = loss(E, y) + w_DA * L_DA(E, y; alpha, D0, eta) + w_GOR * L_GOR(E, y) + w_L2 * L_L2(E) + w_H * L_H(E, y)
 
 S0 pair objectives (`pair_objective`), on the pair batch `concat(first [P], second [P])` with pair label Y_i = +1 when the
 two images of pair i share a class, -1 otherwise, and D_i^2 = |f_i - f'_i|^2 the squared distance of their layer-k
@@ -49,16 +49,19 @@ def _masked_mean(values, mask):
 
 def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hparams: Optional[dict] = None,
                      density_adaptivity_weight: float = 0.0, density_adaptivity_eta: float = 0.5,
-                     global_orthogonal_weight: float = 0.0, embedding_l2_weight: float = 0.0) -> Callable:
+                     global_orthogonal_weight: float = 0.0, embedding_l2_weight: float = 0.0,
+                     entropy_weight: float = 0.0) -> Callable:
   """A registry loss (name, or any `fn(embeddings, labels, *, valid, **hparams)`) plus weighted regularizers.
 
   With `density_adaptivity_weight > 0` the objective reads `loss_params["alpha"] [C]` (learnable; see
   `init_loss_params`) and `loss_consts["d0"] [C]` (see `class_densities`); labels must then be the training class indices
-  0..C-1.
+  0..C-1. A loss with learnable parameters of its own (proxies, class weights; `metric_jax.losses.init_params`) reads
+  them from `loss_params["base"]`, passed as `params=`.
   """
   hparams = dict(loss_hparams or {})
   for name, w in (("density_adaptivity_weight", density_adaptivity_weight),
-                  ("global_orthogonal_weight", global_orthogonal_weight), ("embedding_l2_weight", embedding_l2_weight)):
+                  ("global_orthogonal_weight", global_orthogonal_weight), ("embedding_l2_weight", embedding_l2_weight),
+                  ("entropy_weight", entropy_weight)):
     _checks.check_positive(w, name, strict=False)
   if isinstance(loss, str):
     from metric_jax import losses as _losses
@@ -69,10 +72,11 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
   def objective(model, outputs, labels, valid, loss_params, loss_consts):
     del model
     emb = outputs["embedding"]
-    base = loss_fn(emb, labels, valid=valid, **hparams)
+    extra = {"params": loss_params["base"]} if "base" in loss_params else {}
+    base = loss_fn(emb, labels, valid=valid, **extra, **hparams)
     metrics = {"base_loss": base}
     total = base
-    if density_adaptivity_weight or global_orthogonal_weight or embedding_l2_weight:
+    if density_adaptivity_weight or global_orthogonal_weight or embedding_l2_weight or entropy_weight:
       from metric_jax import regularizers
     if density_adaptivity_weight:
       reg = regularizers.density_adaptivity(emb, labels, loss_params["alpha"], loss_consts["d0"],
@@ -87,6 +91,10 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
       reg = regularizers.embedding_l2(emb, valid=valid)
       metrics["embedding_l2"] = reg
       total = total + embedding_l2_weight * reg
+    if entropy_weight:
+      reg = regularizers.entropy(emb, labels, valid=valid)
+      metrics["entropy"] = reg
+      total = total + entropy_weight * reg
     return total, metrics
 
   return objective

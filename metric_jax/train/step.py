@@ -152,10 +152,13 @@ class Trainer:
     """One device's replica of a replicated pytree (usable on any process)."""
     return jax.tree.map(lambda x: x.addressable_shards[0].data if isinstance(x, jax.Array) else x, tree)
 
-  def embed_fn(self, state: TrainState, key: str = "embedding") -> Callable[[np.ndarray], np.ndarray]:
-    """`images float32 [b, H, W, C] -> np.ndarray [b, D]` with the model in inference mode (BatchNorm running stats)."""
+  def embed_fn(self, state: TrainState, key: str = "embedding") -> Callable[[jax.Array], jax.Array]:
+    """`images float32 [b, H, W, C] -> [b, D]` with the model in inference mode (BatchNorm running statistics).
+
+    A pure JAX function (jittable, so `metric_jax.evaluation.extract_embeddings(trainer.embed_fn(state), images)`
+    works); wrap the result in `np.asarray` for numpy."""
     params, model_state = self.local_copy(state.params), self.local_copy(state.model_state)
-    return lambda images: np.asarray(self._apply(params, model_state, jnp.asarray(images), key))
+    return lambda images: self._apply(params, model_state, jnp.asarray(images), key)
 
   def model(self, state: TrainState) -> nnx.Module:
     """The nnx model with the state's parameters (a local copy)."""

@@ -1,0 +1,1 @@
+"""Sweep files: each `get_sweep()` returns an `experiments.sweep.Sweep` (base config, variants, seeds, claims)."""

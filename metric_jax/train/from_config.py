@@ -1,0 +1,212 @@
+"""A run's parts built from its experiment config: data, preprocessing, model, objective, optimizer, trainer.
+
+The config is an `ml_collections.ConfigDict` of the layout of `experiments/configs/default.py` (or the same nested keys
+in a plain dict, e.g. a run's saved `config.json`). Both `experiments/train.py` and `metric_jax.train.restore` build
+through these functions, so a restored run has exactly the structure it was trained with.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+  """A config value that cannot be used (the message names the key)."""
+
+
+class RunData(NamedTuple):
+  """The splits of a run: `validation` is None unless the config asks for one (`config.validation`)."""
+  train: Any
+  validation: Any
+  test: Any
+
+
+def image_size(c) -> Optional[Tuple[int, int]]:
+  """`(s, s)` when `config.image_size` > 0, else None (the dataset's own size)."""
+  s = int(c.get("image_size", 0) or 0)
+  if s < 0:
+    raise ValueError(f"`config.image_size` must be >= 0 (0 = the dataset's size), got {s}.")
+  return (s, s) if s else None
+
+
+def load_data(c) -> RunData:
+  """The run's splits: class-disjoint retrieval (with a validation part when `config.validation`) or S0 limited-data."""
+  from metric_jax import data
+  kw = dict(data_dir=c.data_dir or None, manual_dir=c.manual_dir or None, image_size=image_size(c))
+  if c.split == "retrieval":
+    if c.get("validation", False):
+      return RunData(*data.retrieval_splits(c.dataset, protocol=c.protocol or None, **kw))
+    train, test = data.retrieval_split(c.dataset, protocol=c.protocol or None, **kw)
+    return RunData(train, None, test)
+  if c.split == "limited":
+    if c.get("validation", False):
+      raise ValueError("`config.validation` is not defined for the limited-data split (S0 reports the last step).")
+    train, test = data.limited_data_split(c.dataset, c.samples_per_class, seed=c.seed, **kw)
+    return RunData(train, None, test)
+  raise ValueError(f"`config.split` must be 'retrieval' or 'limited', got {c.split!r}.")
+
+
+PREPROCESS_KINDS = ("float", "shift", "standardize", "flip", "lcn", "gcn_zca")
+
+
+def fit_preprocessing(c, train_images) -> Dict[str, np.ndarray]:
+  """The statistics the config's preprocessing fits on the training images (saved with the run for `restore`)."""
+  from metric_jax.data import preprocessing as pp
+  kind = c.preprocess.kind
+  if kind not in PREPROCESS_KINDS:
+    raise ValueError(f"`config.preprocess.kind` must be one of {PREPROCESS_KINDS}, got {kind!r}.")
+  if kind in ("standardize", "flip"):
+    mean, std = pp.channel_stats(train_images)
+    return {"mean": np.asarray(mean, np.float32), "std": np.asarray(std, np.float32)}
+  if kind == "gcn_zca":
+    zca = pp.fit_zca(pp.global_contrast_normalize(pp.to_float(train_images)), eps=0.1)
+    return {"zca_mean": zca.mean, "zca_matrix": zca.matrix}
+  return {}
+
+
+def make_transforms(c, stats: Dict[str, np.ndarray], image_shape):
+  """`(train_transform, test_transform)` for `BatchLoader` / evaluation from the fitted `stats`.
+
+  Kinds: `float` (scale to [0, 1]); `shift` (random translation by up to `preprocess.crop_padding` pixels, zero
+  padding, for training); `standardize` (per-channel mean / std); `flip` (standardize + random horizontal flip);
+  `lcn` (S0 SVHN: 28x28 centre crop + local contrast normalization); `gcn_zca` (S0 CIFAR-10: GCN + ZCA whitening).
+  """
+  from metric_jax.data import preprocessing as pp
+  kind = c.preprocess.kind
+  if kind == "float":
+    t = pp.make_transform()
+    return t, t
+  if kind == "shift":
+    return (pp.make_transform(random_crop_to=tuple(image_shape[:2]), crop_padding=c.preprocess.crop_padding),
+            pp.make_transform())
+  if kind == "standardize":
+    t = pp.make_transform(mean=stats["mean"], std=stats["std"])
+    return t, t
+  if kind == "flip":
+    return (pp.make_transform(flip=True, mean=stats["mean"], std=stats["std"]),
+            pp.make_transform(mean=stats["mean"], std=stats["std"]))
+  if kind == "lcn":
+    t = pp.make_transform(center_crop_to=(28, 28), lcn=True)
+    return t, t
+  if kind == "gcn_zca":
+    t = pp.make_transform(gcn=True, zca=pp.ZCA(stats["zca_mean"], stats["zca_matrix"]))
+    return t, t
+  raise ValueError(f"`config.preprocess.kind` must be one of {PREPROCESS_KINDS}, got {kind!r}.")
+
+
+def build_model(c, input_shape, num_classes: int):
+  """The config's nnx network: an `Embedder` over a backbone, or S0's `TwoChannelNet`."""
+  from flax import nnx
+  from metric_jax import models
+  m = c.model
+  rngs = nnx.Rngs(c.seed)
+  num_outputs = m.num_outputs or None
+  if m.backbone == "lenet":
+    backbone = models.LeNet(input_shape, num_outputs, channels=tuple(m.lenet_channels), hidden=m.lenet_hidden,
+                            kernel_size=m.lenet_kernel, padding=m.padding, rngs=rngs)
+  elif m.backbone == "svhn":
+    backbone = models.SVHNNet(input_shape, num_outputs or 10, rngs=rngs)
+  elif m.backbone == "cifar":
+    backbone = models.CifarNet(input_shape, num_outputs or 10, rngs=rngs)
+  elif m.backbone == "resnet":
+    backbone = models.SmallResNet(input_shape, widths=tuple(m.resnet_widths), blocks_per_stage=m.resnet_blocks,
+                                  rngs=rngs)
+  else:
+    raise ValueError(f"`config.model.backbone` must be lenet | svhn | cifar | resnet, got {m.backbone!r}.")
+  if m.two_channel:
+    return models.TwoChannelNet(backbone, input_shape, num_classes, feature_layer=m.feature_layer or None,
+                                classifier_layer=m.classifier_layer or None, rngs=rngs)
+  return models.Embedder(backbone, input_shape, m.embedding_dim, layers=tuple(m.layers) or None,
+                         normalize=m.normalize, rngs=rngs)
+
+
+def loss_hparams(c) -> Dict[str, Any]:
+  """`config.objective.loss_hparams` as a dict, checked against the chosen loss's keyword arguments.
+
+  Raises:
+    ValueError: a name the loss does not take (the message lists the names it does take).
+  """
+  o = c.objective
+  hp = o.loss_hparams.to_dict() if hasattr(o.loss_hparams, "to_dict") else dict(o.loss_hparams or {})
+  if o.kind != "metric":
+    if hp:
+      raise ConfigError(f"`config.objective.loss_hparams` is only used with objective kind 'metric', got {o.kind!r}.")
+    return hp
+  from metric_jax import losses
+  fn = losses.get(o.loss)
+  params = inspect.signature(fn).parameters
+  takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+  valid = sorted(n for n, p in params.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("valid", "params", "axis_name",
+                                                                              "block_size"))
+  unknown = sorted(set(hp) - set(valid))
+  if unknown and not takes_any:
+    raise ConfigError(f"`config.objective.loss_hparams` names {', '.join(map(repr, unknown))}, not hyperparameters of "
+                     f"loss {o.loss!r}; it takes: {', '.join(valid) or '(none)'}.")
+  return hp
+
+
+def build_objective(c):
+  from metric_jax import train
+  o = c.objective
+  if o.kind == "metric":
+    return train.metric_objective(o.loss, loss_hparams=loss_hparams(c),
+                                  density_adaptivity_weight=o.density_adaptivity_weight,
+                                  density_adaptivity_eta=o.density_adaptivity_eta,
+                                  global_orthogonal_weight=o.global_orthogonal_weight,
+                                  embedding_l2_weight=o.embedding_l2_weight,
+                                  entropy_weight=o.get("entropy_weight", 0.0))
+  loss_hparams(c)
+  return train.pair_objective(o.kind, margin=o.pair_margin, b=o.pair_b, lam=o.pair_lambda)
+
+
+def uses_density_adaptivity(c) -> bool:
+  return c.objective.kind == "metric" and c.objective.density_adaptivity_weight > 0
+
+
+def loss_params_template(c, num_classes: int, embedding_dim: int) -> Dict[str, Any]:
+  """Learnable loss parameters of the config: S2's `alpha [C]` with density adaptivity, and the base loss's own
+  parameters (proxies, class weights, centres) under `"base"` when the loss has any."""
+  from metric_jax import train
+  params = dict(train.init_loss_params(num_classes, density_adaptivity=uses_density_adaptivity(c)))
+  if c.objective.kind == "metric":
+    from metric_jax import losses
+    if getattr(losses, "has_params", None) is not None and losses.has_params(c.objective.loss):
+      import jax
+      params["base"] = losses.init_params(c.objective.loss, jax.random.PRNGKey(c.seed), num_classes=num_classes,
+                                          embedding_dim=embedding_dim, **loss_hparams(c))
+  return params
+
+
+def build_optimizer(c, trainable):
+  from metric_jax import train
+  o = c.optimizer
+  return train.make_optimizer(
+      trainable, optimizer=o.name, learning_rate=o.learning_rate, schedule=o.schedule, total_steps=c.num_steps,
+      warmup_steps=o.warmup_steps, momentum=o.momentum, weight_decay=o.weight_decay,
+      new_layer_lr_multiplier=o.new_layer_lr_multiplier, freeze_backbone_steps=o.freeze_backbone_steps,
+      loss_lr_multiplier=o.loss_lr_multiplier, frozen_bn=o.frozen_bn)
+
+
+def embedding_dim(model) -> int:
+  return int(getattr(model, "embedding_dim", 0) or 0)
+
+
+def build_trainer(c, input_shape, num_classes: int):
+  """`(trainer, loss_params)`: the config's model, objective and optimizer in a `Trainer`, and the initial learnable
+  loss parameters (the optimizer is built over them, so the structure matches a checkpoint of the run)."""
+  from metric_jax import train
+  model = build_model(c, input_shape, num_classes)
+  loss_params = loss_params_template(c, num_classes, embedding_dim(model))
+  _, params, _ = train.split_model(model)
+  optimizer = build_optimizer(c, {"model": params, "loss": loss_params})
+  trainer = train.Trainer(model, build_objective(c), optimizer, frozen_bn=c.optimizer.frozen_bn)
+  return trainer, loss_params
+
+
+__all__ = ["ConfigError", "RunData", "image_size", "load_data", "fit_preprocessing", "make_transforms", "build_model",
+           "loss_hparams", "build_objective", "loss_params_template", "build_optimizer", "build_trainer",
+           "uses_density_adaptivity", "PREPROCESS_KINDS"]

@@ -1,0 +1,133 @@
+"""`experiments.train` / `experiments.run`: records, summaries, resume without redoing, the restart config check,
+loss hyperparameters from the command line, publishing without overwriting another experiment's results."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import config_tools, report, run
+from metric_jax.train import from_config
+from tests.conftest import REPO_ROOT
+from tests.experiments._tiny import tiny_config
+
+
+def _run(c, workdir, **kw):
+  return run.run_seeds(c, str(workdir), command="python -m experiments.train (test)", log=lambda m: None, **kw)
+
+
+def test_run_writes_record_results_plots_and_interval_mean_losses(tmp_path):
+  c = tiny_config(log_every=2)
+  records = _run(c, tmp_path / "w")
+  run_dir = tmp_path / "w" / "seed_0"
+  for name in ("record.json", "results.md", "results.json", "curves.png", "embedding.png", "metrics.jsonl",
+               "untrained.json", "config.json", "run.json", "preprocess.npz"):
+    assert os.path.getsize(run_dir / name) > 0, name
+  rec = records[0]
+  assert [e["step"] for e in rec["evals"]] == [2, 4] and rec["selection"] == {"rule": "last step", "step": 4}
+  assert [s for s, _ in rec["train_curve"]] == [2, 4]
+  lines = [json.loads(l) for l in open(run_dir / "metrics.jsonl")]
+  train = [l for l in lines if l["split"] == "train"]
+  # each logged loss is the mean of the interval's per-step losses: it lies between them, never just the last one
+  assert all(np.isfinite(l["loss"]) and "grad_norm" in l for l in train)
+  table = open(run_dir / "results.md").read()
+  assert table.startswith("# Run: default, seed 0") and "optimizer.learning_rate = 0.001" in table
+  assert "```yaml" not in table
+  summary = report.write_seed_summary(str(tmp_path / "w"), c.name, "cmd", records)
+  text = open(tmp_path / "w" / "summary.md").read()
+  assert "one run: no spread" in text and " ± " not in text.split("Untrained")[1]  # no "± 0.0000" for one seed
+  assert summary["selected"]["test"]["recall@1"]["std"] is None
+
+
+def test_finished_run_is_not_redone_and_more_steps_continue(tmp_path):
+  c = tiny_config()
+  first = _run(c, tmp_path / "w")[0]
+  mtime = os.path.getmtime(tmp_path / "w" / "seed_0" / "record.json")
+  logs = []
+  again = run.run_seeds(c, str(tmp_path / "w"), command="again", log=logs.append)[0]
+  assert again == first and os.path.getmtime(tmp_path / "w" / "seed_0" / "record.json") == mtime
+  assert any("not redone" in m for m in logs)
+  longer = tiny_config(num_steps=6)
+  logs = []
+  out = run.run_seeds(longer, str(tmp_path / "w"), command="longer", log=logs.append)[0]
+  assert any("resuming from step 4" in m for m in logs)
+  assert [e["step"] for e in out["evals"]] == [2, 4, 6]
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "w" / "seed_0" / "metrics.jsonl")
+           if json.loads(l)["split"] == "train"]
+  assert steps == sorted(set(steps)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_changed_config_is_refused_with_the_differing_keys_and_overwrite_restarts(tmp_path):
+  _run(tiny_config(), tmp_path / "w")
+  with pytest.raises(run.ConfigMismatchError, match=r"optimizer\.learning_rate: 0\.001 -> 0\.01.*--overwrite"):
+    _run(tiny_config(**{"optimizer.learning_rate": 0.01}), tmp_path / "w")
+  with pytest.raises(run.ConfigMismatchError, match=r"model\.embedding_dim: 8 -> 16"):
+    _run(tiny_config(**{"model.embedding_dim": 16}), tmp_path / "w")
+  _run(tiny_config(**{"optimizer.schedule": "cosine"}), tmp_path / "w2")
+  with pytest.raises(run.ConfigMismatchError, match=r"num_steps"):  # the cosine schedule depends on num_steps
+    _run(tiny_config(**{"optimizer.schedule": "cosine", "num_steps": 6}), tmp_path / "w2")
+  rec = _run(tiny_config(**{"model.embedding_dim": 16}), tmp_path / "w", overwrite=True)[0]
+  assert rec["config"]["model"]["embedding_dim"] == 16
+
+
+def test_loss_hparams_from_flags_and_misspelt_names():
+  argv = ["prog", "--config", "x.py", "--config.objective.loss_hparams.margin=0.2",
+          "--config.objective.loss_hparams.mining", "semihard", "--config.num_steps=3"]
+  rest, hp = config_tools.split_loss_hparam_flags(argv)
+  assert rest == ["prog", "--config", "x.py", "--config.num_steps=3"] and hp == {"margin": 0.2, "mining": "semihard"}
+  c = tiny_config(**{"objective.loss": "triplet"})
+  config_tools.set_loss_hparams(c, hp)
+  assert from_config.loss_hparams(c) == {"margin": 0.2, "mining": "semihard"}
+  config_tools.set_loss_hparams(c, {"margn": 0.1})
+  with pytest.raises(from_config.ConfigError, match=r"'margn'.*triplet.*it takes: .*margin.*mining"):
+    from_config.loss_hparams(c)
+
+
+def test_cli_sets_loss_hparams_and_refuses_a_misspelt_one(tmp_path):
+  base = [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/default.py",
+          "--workdir", str(tmp_path / "w"), "--config.num_steps=2", "--config.eval_every=2", "--config.seeds=(0,)",
+          "--config.progress=False", "--config.objective.loss=triplet"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  bad = subprocess.run(base + ["--config.objective.loss_hparams.margn=0.2"], cwd=REPO_ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "'margn'" in bad.stderr and "margin" in bad.stderr.split("it takes:")[1]
+  ok = subprocess.run(base + ["--config.objective.loss_hparams.margin=0.3"], cwd=REPO_ROOT, env=env,
+                      capture_output=True, text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  saved = json.load(open(tmp_path / "w" / "seed_0" / "config.json"))
+  assert saved["objective"]["loss_hparams"] == {"margin": 0.3}
+
+
+def test_publish_never_overwrites_another_experiments_results(tmp_path):
+  c = tiny_config()
+  records = _run(c, tmp_path / "a")
+  report.write_seed_summary(str(tmp_path / "a"), c.name, "cmd a", records)
+  report.publish(str(tmp_path / "res"), c.name, str(tmp_path / "a"), "cmd a", records)
+  assert sorted(os.listdir(tmp_path / "res")) == ["default.json", "default.md", "default_curves.png",
+                                                  "default_embedding.png"]
+  other = _run(tiny_config(**{"objective.loss": "contrastive"}), tmp_path / "b")
+  with pytest.raises(report.PublishCollisionError, match="--config.name"):
+    report.publish(str(tmp_path / "res"), c.name, str(tmp_path / "b"), "cmd b", other)
+  report.publish(str(tmp_path / "res"), c.name, str(tmp_path / "a"), "cmd a again", records)  # same config: fine
+
+
+def _small_pairnet(c):
+  """The S0 configuration shrunk to sklearn_digits (8x8): a small SAME-padded LeNet, few steps."""
+  c.dataset = "sklearn_digits"
+  c.model.padding, c.model.lenet_kernel, c.model.lenet_channels, c.model.lenet_hidden = "SAME", 3, (4, 8), 32
+  c.batch_size, c.num_steps, c.eval_every, c.checkpoint_every, c.log_every, c.progress = 16, 3, 3, 3, 1, False
+  c.seeds = (0,)
+  return c
+
+
+def test_pairnet_two_channel_run_reports_softmax_knn_and_svm_accuracy(tmp_path):
+  from experiments.configs import pairnet_mnist
+  c = _small_pairnet(pairnet_mnist.get_config())
+  c.samples_per_class = 20
+  rec = _run(c, tmp_path / "w")[0]
+  for key in ("softmax_accuracy", "knn_accuracy", "svm_accuracy"):
+    assert 0.0 <= rec["selected"]["test"][key] <= 1.0 and 0.0 <= rec["untrained"]["test"][key] <= 1.0, key
+  assert rec["data"]["train"] == {"images": 200, "classes": 10}
