@@ -228,13 +228,18 @@ def collect(run_dir: str) -> tuple:
 
 # -- one run ---------------------------------------------------------------------------------------------------------
 
-def make_sampler(c, labels, process_index: int, process_count: int):
+def make_sampler(c, labels, process_index: int, process_count: int, mining_embed=None):
+  """The config's sampler. `npair` with `config.npair_mining` mines negative classes (S3) with `mining_embed(indices)
+  -> [n, D]`, the current network's embeddings of training examples."""
   from metric_jax import data
   kw = dict(seed=c.seed, process_index=process_index, process_count=process_count)
+  if c.get("npair_mining", False) and c.sampler != "npair":
+    raise ValueError(f"`config.npair_mining` needs `config.sampler` = 'npair', got {c.sampler!r}.")
   if c.sampler == "pk":
     return data.PKSampler(labels, c.classes_per_batch, c.samples_per_class_batch, **kw)
   if c.sampler == "npair":
-    return data.NPairSampler(labels, c.classes_per_batch, **kw)
+    miner = data.greedy_negative_class_miner(mining_embed) if c.get("npair_mining", False) else None
+    return data.NPairSampler(labels, c.classes_per_batch, mining_fn=miner, **kw)
   if c.sampler == "pair":
     return data.PairSampler(labels, c.batch_size, **kw)
   if c.sampler == "random":
@@ -293,16 +298,23 @@ def run_one(c, run_dir: str, *, command: str, overwrite: bool = False, log: Call
     if jax.process_index() == 0:
       _write_json(untrained_path, untrained)
 
-  sampler = make_sampler(c, parts.train.labels, jax.process_index(), jax.process_count())
+  live = {"state": state}  # the current network, for negative class mining (S3)
+  mining = bool(c.get("npair_mining", False))
 
-  def batches(start_step):
+  def mining_embed(indices):
+    return np.asarray(trainer.embed_fn(live["state"])(sets.train[0][np.asarray(indices)]))
+
+  sampler = make_sampler(c, parts.train.labels, jax.process_index(), jax.process_count(), mining_embed)
+
+  def batches(start_step):  # mining reads the current state: no prefetch, so batches are reproducible on resume
     return data.BatchLoader(parts.train.images, parts.train.labels, sampler, transform=train_tf,
-                            start_step=start_step, seed=c.seed)
+                            start_step=start_step, seed=c.seed, prefetch=0 if mining else 2)
 
   state, summary = train.fit(trainer, state, batches, num_steps=c.num_steps, workdir=run_dir,
                              checkpoint_every=c.checkpoint_every, log_every=c.log_every, eval_every=c.eval_every,
                              eval_fn=lambda st, step: evaluate_state(c, trainer, st, sets), progress=c.progress,
-                             meta={"config": c.name}, log=log)
+                             meta={"config": c.name}, log=log,
+                             on_state=(lambda st: live.__setitem__("state", st)) if mining else None)
   evals, curve = collect(run_dir)
   selection = select(evals, parts.validation is not None)
   selected = next(e for e in evals if e["step"] == selection["step"])

@@ -34,6 +34,7 @@ def get_config():
   c.classes_per_batch = 5              # P
   c.samples_per_class_batch = 8        # K
   c.batch_size = 40                    # pair: pairs per batch; random / class_accumulating: batch size
+  c.npair_mining = False               # npair sampler: negative class mining with the current network (S3)
 
   c.model = ml_collections.ConfigDict(dict(
       backbone="lenet", lenet_channels=(32, 64), lenet_hidden=128, lenet_kernel=3, padding="SAME",

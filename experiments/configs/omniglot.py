@@ -8,7 +8,7 @@ no alphabet, character or image with training.
 
 Images are resized to 28 x 28 at load time and inverted (strokes 255 on a 0 background); training shifts them by up to
 2 pixels. Network: a LeNet-style convnet (conv 3x3x32 - pool - conv 3x3x64 - pool - fc 256) with a 64-d L2-normalized
-embedding head; PK batches of 16 classes x 4 images; Adam, learning rate 1e-3; 1500 steps.
+embedding head; PK batches of 16 classes x 4 images; Adam, learning rate 1e-3; 1200 steps, evaluated every 200.
 
   python -m experiments.train --config experiments/configs/omniglot.py --workdir runs/omniglot \
       --config.objective.loss=triplet --config.objective.loss_hparams.mining='"semihard"'
@@ -49,10 +49,10 @@ def get_config():
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-3
 
-  c.num_steps = 1500
+  c.num_steps = 1200
   c.log_every = 25
-  c.eval_every = 150
-  c.checkpoint_every = 150
+  c.eval_every = 200
+  c.checkpoint_every = 200
   c.eval_metrics = ("retrieval", "clustering")
   c.progress = False
   return c

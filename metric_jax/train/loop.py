@@ -84,7 +84,8 @@ def _eval_records(result: Dict) -> Dict[str, Dict[str, float]]:
 def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[dict]], *, num_steps: int,
         workdir: Optional[str] = None, checkpoint_every: int = 0, log_every: int = 10, eval_every: int = 0,
         eval_fn: Optional[Callable[[TrainState, int], Dict]] = None, progress: bool = True,
-        meta: Optional[dict] = None, writer: Optional[MetricsWriter] = None, log: Callable[[str], None] = print):
+        meta: Optional[dict] = None, writer: Optional[MetricsWriter] = None, log: Callable[[str], None] = print,
+        on_state: Optional[Callable[[TrainState], None]] = None):
   """Trains `state` up to `num_steps` steps and returns `(state, summary)`.
 
   With a `workdir`, the latest checkpoint under `workdir/checkpoints` (if any) is restored first ("resuming from step
@@ -92,6 +93,10 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
   checkpoints are saved synchronously every `checkpoint_every` steps and at the end, so a kill loses at most one interval.
   Train metrics are averaged over each logging interval of `log_every` steps. `eval_fn(state, step)` runs every
   `eval_every` steps and at the end; it returns a flat metrics dict (logged as split "eval") or `{split: metrics}`.
+
+  `on_state(state)`, when given, sees the state before the first step and after every step (e.g. for a sampler that
+  mines with the current network; such a loader must compute each batch on demand, without prefetching, for the
+  batches to be reproducible on resume).
 
   Every step's loss and gradient norm are checked: the first non-finite one raises `NonFiniteError` naming the step
   and the quantity; the last good checkpoint stays the latest one.
@@ -125,6 +130,8 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
   window_t, window_images = time.perf_counter(), 0
   window_sums: Dict[str, float] = {}
   window_steps = 0
+  if on_state is not None:
+    on_state(state)
   source = batches(start) if start < num_steps else ()
   iterator = iter(source)
   try:
@@ -133,6 +140,8 @@ def fit(trainer: Trainer, state: TrainState, batches: Callable[[int], Iterable[d
       batch = next(iterator)
       t1 = time.perf_counter()
       state, metrics = trainer.train_step(state, trainer.shard_batch(batch))
+      if on_state is not None:
+        on_state(state)
       done = step + 1
       values = {k: float(v) for k, v in jax.device_get(trainer.local_copy(metrics)).items()}
       for key in ("loss", "grad_norm"):

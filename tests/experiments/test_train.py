@@ -131,3 +131,18 @@ def test_pairnet_two_channel_run_reports_softmax_knn_and_svm_accuracy(tmp_path):
   for key in ("softmax_accuracy", "knn_accuracy", "svm_accuracy"):
     assert 0.0 <= rec["selected"]["test"][key] <= 1.0 and 0.0 <= rec["untrained"]["test"][key] <= 1.0, key
   assert rec["data"]["train"] == {"images": 200, "classes": 10}
+
+
+def test_negative_class_mining_run_resumes_exactly(tmp_path):
+  """S3's mining reads the current network; batches are computed on demand, so 2 + 2 steps == 4 steps."""
+  from metric_jax import train
+  kw = {"sampler": "npair", "npair_mining": True, "classes_per_batch": 4, "objective.loss": "npair_mc",
+        "model.normalize": False}
+  _run(tiny_config(**kw), tmp_path / "full")
+  _run(tiny_config(**kw, num_steps=2), tmp_path / "split")
+  _run(tiny_config(**kw), tmp_path / "split")  # continues from step 2 (num_steps is a safe key)
+  full = train.restore(str(tmp_path / "full"))[2]
+  split = train.restore(str(tmp_path / "split"))[2]
+  import jax
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(split.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
