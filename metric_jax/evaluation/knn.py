@@ -3,21 +3,23 @@
 A chunk of `b` queries meets one chunk of references (at most `reference_chunk_size`, cut into equal blocks of at most
 `block_size` rows) in one compiled call: a loop over the blocks computes each `[b, block]` score block with one
 matmul (small enough to stay in cache), writes it into a reused `[b, reference chunk]` score buffer, and keeps the
-maximum of every group of `g` consecutive columns. The top k per row is then found in two stages: per row the k groups
-with the largest maximum are kept; every one of the k best entries lies in those groups (each kept group holds an entry
-at least as large as any entry of a dropped group, and ties go to the lower group index), so an exact top k over the
-`k * g` gathered entries gives the exact answer at a fraction of a full top k over every column. Reference chunks are
-merged into a running `[b, k]` top-k. Ties are broken by the lower reference index everywhere, so the result equals a
-stable sort of each row of the full score matrix.
+maximum of every group of `g = GROUP_SIZE` consecutive columns. The top k per row is then found in stages: per row the
+k groups with the largest maximum are kept; every one of the k best entries lies in those groups (each kept group holds
+an entry at least as large as any entry of a dropped group, and ties go to the lower group index), so the `k * g`
+gathered entries (in index order) hold the exact answer. The same step once more inside them, with subgroups of
+`SUBGROUP_SIZE`, leaves `k * SUBGROUP_SIZE` finalists, whose top k is the answer: selection over about
+`N / 32 + 4k + 8k` entries per row instead of N. Reference chunks are merged into a running `[b, k]` top-k. Ties are
+broken by the lower reference index everywhere, so the result equals a stable sort of each row of the full score
+matrix.
 
 Work that does not depend on the data. XLA's CPU `top_k` is a heap selection: its cost grows with the number of
 entries that beat the running k-th best while a row is scanned, which depends on the values and their order (on
 `[256, 3200]` rows that increase along the row it costs about 3x what it costs on the same values in random order).
 Each selection stage here therefore first finds the k-th largest value `t` of every row exactly, with 32 counting
 passes (bisection on the bits of an integer key that orders like the float: the largest `t` with `#{x >= t} >= k`),
-and hands `top_k` the row with every entry below `t` replaced by `-inf`. At most k entries of that row exceed `t`'s
-rank, so the heap is replaced at most 2k times whatever the data, and the result (values, indices, tie order) is the
-one `top_k` gives on the unmasked row. The counting passes are fixed work: compares and sums over `[rows, columns]`
+and hands `top_k` the row with every entry below `t` replaced by `-inf`. Fewer than k entries of that row exceed `t`
+and an entry equal to `t` can only displace a masked one, so the heap is replaced at most 2k times whatever the data,
+and the result (values, indices, tie order) is the one `top_k` gives on the unmasked row. The counting passes are fixed work: compares and sums over `[rows, columns]`
 tiles of `SELECT_TILE` query rows laid out column-major, which XLA vectorizes across the tile.
 
 XLA runs `top_k` on one CPU thread, so query chunks are spread over `num_threads` Python threads (each with its own
@@ -44,6 +46,7 @@ DEFAULT_REFERENCE_CHUNK_SIZE = 65536
 DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_NUM_THREADS = 2
 GROUP_SIZE = 32
+SUBGROUP_SIZE = 8  # second level: subgroups of the gathered candidates (GROUP_SIZE is a multiple of it)
 SELECT_TILE = 8  # query rows per tile of the counting passes; query chunks are padded to a multiple of it
 _INT32_MIN = np.int32(-2**31)
 
@@ -84,6 +87,24 @@ def _top_k(x, k):
   keys = _order_key(x)
   kth = _kth_largest_key(keys, k)
   return jax.lax.top_k(jnp.where(keys >= kth[:, None], x, -jnp.inf), k)
+
+
+def _gather_top_groups(values, group_max, k, g):
+  """The k groups (of `g` consecutive columns) with the largest maxima, `groups [b, k]` in index order, and their
+  entries `[b, k * g]` gathered in index order, from `values [b, W]` and `group_max [b, W / g]`.
+
+  Every one of the k best entries of a row (ties to the lower index) lies in these groups: each kept group holds an
+  entry at least as large as any entry of a dropped group, and equal maxima go to the lower group index. The gathered
+  entries stay in index order, so ties among them still go to the lower index.
+  """
+  b, width = values.shape
+  _, groups = _top_k(group_max, k)
+  groups = jnp.sort(groups, axis=1)
+  # One flat gather of the k * g entries per row (sorted, unique, in bounds: XLA's fast path on CPU).
+  flat = (jnp.arange(b)[:, None, None] * width + groups[:, :, None] * g + jnp.arange(g)[None, None, :]).reshape(-1)
+  entries = values.reshape(-1).at[flat].get(mode="promise_in_bounds", indices_are_sorted=True,
+                                            unique_indices=True).reshape(b, k * g)
+  return entries, groups
 
 
 @functools.partial(jax.jit, static_argnames=("k", "exclude_self", "use_bias", "padded"), donate_argnames=("buffer",))
@@ -129,13 +150,13 @@ def _chunk_top_k(queries, references, bias, query_start, reference_start, num_re
   group_max = jnp.full((b, width // g), -jnp.inf, jnp.float32)
   scores, group_max = jax.lax.fori_loop(0, num_blocks, score_block, (buffer, group_max))
   if width // g > k:
-    _, groups = _top_k(group_max, k)
-    groups = jnp.sort(groups, axis=1)  # index order, so that ties among candidates still go to the lower index
-    # One flat gather of the k * g candidate scores per row (sorted, unique, in bounds: XLA's fast path on CPU).
-    flat = (jnp.arange(b)[:, None, None] * width + groups[:, :, None] * g + jnp.arange(g)[None, None, :]).reshape(-1)
-    candidates = scores.reshape(-1).at[flat].get(mode="promise_in_bounds", indices_are_sorted=True,
-                                                 unique_indices=True).reshape(b, k * g)
-    values, position = _top_k(candidates, k)
+    candidates, groups = _gather_top_groups(scores, group_max, k, g)  # [b, k * g]
+    sub = SUBGROUP_SIZE
+    # The same two steps once more inside the candidates: the k best subgroups of `sub` columns, then k of k * sub.
+    sub_max = jnp.max(candidates.reshape(b, k * g // sub, sub), axis=2)
+    finalists, subgroups = _gather_top_groups(candidates, sub_max, k, sub)  # [b, k * sub]
+    values, position = _top_k(finalists, k)
+    position = jnp.take_along_axis(subgroups, position // sub, axis=1) * sub + position % sub
     index = jnp.take_along_axis(groups, position // g, axis=1) * g + position % g
   else:
     values, index = _top_k(scores, k)
