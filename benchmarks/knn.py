@@ -17,7 +17,8 @@ Kinds of data (`--kinds`), each from a fixed seed; labels (for the Recall@1 colu
     selection (XLA's `top_k`, faiss's result heaps) replace its heap most often. An adversarial layout, not a target.
 
 Timing: both methods run in this one process, alternating (faiss first in even rounds, metric_jax first in odd ones,
-the kinds in turn inside each round), so that the load of the shared machine falls on both; `--repeats` timed runs each
+the kinds in turn inside each round), so that the load of the shared machine falls on both (with `--baseline COMMIT`
+the knn.py of that commit runs in the same rounds too, to compare the kernel with an earlier one); `--repeats` timed runs each
 after one untimed warm-up (metric_jax's warm-up compiles its kernels; its first-call time is reported separately).
 The ratio is that of the median times. Peak RSS (`VmHWM`) is measured once per method and kind in a subprocess of
 its own (interpreter, libraries, the data and one search). Neighbour sets are compared per row; a row whose sets
@@ -93,15 +94,35 @@ def search_faiss(x: np.ndarray, k: int) -> np.ndarray:
   return found[~self_hit].reshape(x.shape[0], k)
 
 
-def search_ours(x: np.ndarray, k: int, chunk_size: int) -> np.ndarray:
-  from metric_jax.evaluation import knn
+def search_ours(x: np.ndarray, k: int, chunk_size: int, knn=None) -> np.ndarray:
+  if knn is None:
+    from metric_jax.evaluation import knn
   neighbours, _ = knn(x, None, k, metric="dot", exclude_self=True, chunk_size=chunk_size)
   return neighbours
 
 
+_BASELINE = {}
+
+
+def load_baseline(commit: str):
+  """`knn` of `metric_jax/evaluation/knn.py` as it was at a git commit (imported beside today's package)."""
+  import importlib.util
+  source = subprocess.run(["git", "show", f"{commit}:metric_jax/evaluation/knn.py"], check=True, capture_output=True,
+                          text=True, cwd=REPO).stdout
+  path = pathlib.Path(tempfile.mkdtemp()) / f"knn_{commit}.py"
+  path.write_text(source)
+  spec = importlib.util.spec_from_file_location(f"knn_{commit}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  _BASELINE["knn"] = module.knn
+
+
 def _timed(method: str, x: np.ndarray, k: int, chunk_size: int):
   start = time.perf_counter()
-  found = search_faiss(x, k) if method == "faiss" else search_ours(x, k, chunk_size)
+  if method == "faiss":
+    found = search_faiss(x, k)
+  else:
+    found = search_ours(x, k, chunk_size, _BASELINE["knn"] if method == "baseline" else None)
   return time.perf_counter() - start, found
 
 
@@ -166,6 +187,7 @@ def main(argv=None):
   parser.add_argument("--chunk_size", type=int, default=None, help="metric_jax queries per chunk (default: knn's)")
   parser.add_argument("--tie_tolerance", type=float, default=1e-5)
   parser.add_argument("--no_rss", action="store_true", help="skip the peak-RSS subprocesses")
+  parser.add_argument("--baseline", default=None, help="also time metric_jax's knn.py as of this git commit")
   parser.add_argument("--output", default=str(RESULTS))
   parser.add_argument("--worker", choices=("ours", "faiss"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -187,6 +209,9 @@ def main(argv=None):
   loads = [os.getloadavg()[0]]
   data = {kind: make_kind(kind, args.num, args.dim, args.seed) for kind in kinds}
   methods = ("faiss", "ours")
+  if args.baseline:
+    load_baseline(args.baseline)
+    methods += ("baseline",)
   times = {(kind, m): [] for kind in kinds for m in methods}
   first_call = {}
   found = {}
@@ -232,12 +257,17 @@ def main(argv=None):
       "|---|---:|---:|---:|---:|---|---|---:|---:|---|",
   ]
   summary = {}
+  baseline_rows = []
   for kind in kinds:
     x, labels = data[kind]
     median = {m: float(np.median(times[kind, m])) for m in methods}
     ratio = median["ours"] / median["faiss"]
     differ, explained = compare_sets(x, found[kind, "ours"], found[kind, "faiss"], args.k, args.tie_tolerance)
     summary[kind] = (ratio, differ, explained)
+    if args.baseline:
+      baseline_rows.append(f"| {kind} | {median['baseline']:.2f} | {median['ours']:.2f} | "
+                           f"**{median['ours'] / median['baseline']:.2f}x** | "
+                           f"{', '.join(f'{t:.2f}' for t in times[kind, 'baseline'])} |")
     recall = "-" if labels is None else f"{recall_at_1(found[kind, 'ours'], labels):.4f}"
     rss = (f"{peak[kind, 'ours'] / 2**20:.0f} / {peak[kind, 'faiss'] / 2**20:.0f}" if peak else "not measured")
     lines.append(
@@ -254,6 +284,10 @@ def main(argv=None):
   if peak:
     worst_rss = max(peak[kind, "ours"] for kind in kinds)
     lines.append(f"Peak RSS of metric_jax: **{worst_rss / 2**30:.2f} GiB** at most (target < 2 GiB).")
+  if baseline_rows:
+    lines += ["", f"Against the previous kernel (`metric_jax/evaluation/knn.py` at commit {args.baseline}), timed in the "
+              "same rounds:", "", "| data | previous median (s) | metric_jax median (s) | ratio now / previous | "
+              "previous runs (s) |", "|---|---:|---:|---:|---|"] + baseline_rows + [""]
   unexplained = sum(d - e for _, d, e in summary.values())
   lines += [
       f"Neighbour sets: rows whose sets differ from faiss's, in brackets those explained by scores equal to the "
