@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,16 +42,48 @@ def check_matrix(x, name: str = "matrix"):
   return check_float_array(x, name, 2)
 
 
-def check_labels(labels, size: int, name: str = "labels"):
-  """Checks integer labels of shape `[size]`."""
+def is_concrete(x) -> bool:
+  """True when `x` holds values known now (numpy or a committed jax array), False for a tracer under jit / vmap."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_labels(labels, size: int, name: str = "labels", *, multi_hot: bool = False):
+  """Checks integer labels `[size]`, or (with `multi_hot`) multi-hot labels `[size, L]`.
+
+  Multi-hot labels are boolean or integer 0/1 with `L >= 2` columns: row i carries label l where `labels[i, l]` is
+  True / non-zero. A `[size, 1]` array is refused as ambiguous (a column of class ids looks the same). Integer
+  multi-hot values other than 0 and 1 are an error when the values are known at trace time (not under `jit`); a
+  traced array counts any non-zero entry as a label. Without `multi_hot`, a 2-D array is refused with a message saying
+  that this function takes one class per row.
+  """
   if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
     labels = np.asarray(labels)
-  if len(_shape(labels)) != 1:
-    raise ValueError(f"`{name}` must be 1-D, got shape {_shape(labels)}.")
-  if not jnp.issubdtype(_dtype(labels), jnp.integer):
-    raise TypeError(f"`{name}` must hold integers, got dtype {_dtype(labels)}.")
-  if _shape(labels)[0] != size:
-    raise ValueError(f"`{name}` has length {_shape(labels)[0]} but {size} rows were given.")
+  shape, dtype = _shape(labels), _dtype(labels)
+  if len(shape) == 2 and multi_hot:
+    if shape[0] != size:
+      raise ValueError(f"`{name}` has {shape[0]} rows but {size} rows were given.")
+    if shape[1] < 2:
+      raise ValueError(f"`{name}` has shape {shape}: pass class ids as a 1-D array [{size}], or multi-hot labels "
+                       f"[{size}, L] with L >= 2 label columns.")
+    if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.integer)):
+      raise TypeError(f"multi-hot `{name}` must hold booleans or integers 0/1, got dtype {dtype}.")
+    if dtype != jnp.bool_ and is_concrete(labels):
+      values = np.asarray(labels)
+      if values.size and not np.isin(values, (0, 1)).all():
+        bad = values[~np.isin(values, (0, 1))][0]
+        raise ValueError(f"multi-hot `{name}` must hold 0/1 values, found {bad}; pass class ids as a 1-D array "
+                         f"[{size}] instead.")
+    return jnp.asarray(labels)
+  if len(shape) != 1:
+    if len(shape) == 2:
+      raise ValueError(f"`{name}` must be 1-D integer class ids [{size}] here (multi-hot labels [B, L] are not "
+                       f"supported by this function), got shape {shape}.")
+    accepted = f"1-D [{size}] or multi-hot 2-D [{size}, L]" if multi_hot else "1-D"
+    raise ValueError(f"`{name}` must be {accepted}, got shape {shape}.")
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise TypeError(f"`{name}` must hold integers, got dtype {dtype}.")
+  if shape[0] != size:
+    raise ValueError(f"`{name}` has length {shape[0]} but {size} rows were given.")
   return jnp.asarray(labels)
 
 
@@ -87,6 +120,6 @@ def optional(x, default_fn):
 
 
 __all__ = [
-    "check_float_array", "check_embeddings", "check_matrix", "check_labels", "check_valid", "check_positive",
-    "check_choice", "optional",
+    "check_float_array", "check_embeddings", "check_matrix", "check_labels", "is_concrete", "check_valid",
+    "check_positive", "check_choice", "optional",
 ]
