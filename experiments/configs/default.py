@@ -39,7 +39,8 @@ def get_config():
   c.model = ml_collections.ConfigDict(dict(
       backbone="lenet", lenet_channels=(32, 64), lenet_hidden=128, lenet_kernel=3, padding="SAME",
       resnet_widths=(32, 64, 128), resnet_blocks=1, embedding_dim=8, layers=("fc1",), normalize=True,
-      two_channel=False, feature_layer="", classifier_layer="", num_outputs=0))
+      two_channel=False, feature_layer="", classifier_layer="", num_outputs=0,
+      dtype="float32"))                # float32 | bfloat16 (backbone compute; parameters, heads and loss float32)
 
   c.objective = ml_collections.ConfigDict(dict(
       kind="metric", loss="multi_similarity", loss_hparams=ml_collections.ConfigDict(),

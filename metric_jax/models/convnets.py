@@ -3,7 +3,8 @@
 Every network maps images `[B, H, W, C]` to a dict of named layer outputs (`[B, h, w, c]` for conv layers, `[B, F]` for
 fully connected ones, in forward order) so that a pairwise loss can be attached to any layer k; `out_name` is the last
 layer, whose output `[B, num_outputs]` is the network's feature vector. No BatchNorm in these nets (the paper's nets have
-none), so `train` has no effect and is accepted for a uniform call signature.
+none), so `train` has no effect and is accepted for a uniform call signature. `dtype` is the computation dtype
+(e.g. `jnp.bfloat16` for mixed precision); parameters stay float32.
 
 References:
   Y. LeCun, L. Bottou, Y. Bengio, P. Haffner. Gradient-based learning applied to document recognition. Proc. IEEE 1998.
@@ -51,21 +52,22 @@ class LeNet(nnx.Module):
   """
 
   def __init__(self, input_shape: Sequence[int], num_outputs: Optional[int] = 10, *, channels=(20, 50),
-               hidden: int = 500, kernel_size: int = 5, padding: str = "VALID", rngs: nnx.Rngs):
+               hidden: int = 500, kernel_size: int = 5, padding: str = "VALID", dtype=None, rngs: nnx.Rngs):
     h, w, c = input_shape
     self.padding = padding
-    self.conv1 = nnx.Conv(c, channels[0], (kernel_size, kernel_size), padding=padding, rngs=rngs)
+    self.conv1 = nnx.Conv(c, channels[0], (kernel_size, kernel_size), padding=padding, dtype=dtype, rngs=rngs)
     h, w = _conv_out(h, kernel_size, padding) // 2, _conv_out(w, kernel_size, padding) // 2
-    self.conv2 = nnx.Conv(channels[0], channels[1], (kernel_size, kernel_size), padding=padding, rngs=rngs)
+    self.conv2 = nnx.Conv(channels[0], channels[1], (kernel_size, kernel_size), padding=padding, dtype=dtype,
+                          rngs=rngs)
     h, w = _conv_out(h, kernel_size, padding) // 2, _conv_out(w, kernel_size, padding) // 2
     if h < 1 or w < 1:
       raise ValueError(f"`input_shape` {tuple(input_shape)} is too small for LeNet with padding={padding!r}.")
-    self.fc1 = nnx.Linear(h * w * channels[1], hidden, rngs=rngs)
+    self.fc1 = nnx.Linear(h * w * channels[1], hidden, dtype=dtype, rngs=rngs)
     if num_outputs is None:
       self.fc2 = None
       self.out_name, self.out_features = "fc1", hidden
     else:
-      self.fc2 = nnx.Linear(hidden, num_outputs, rngs=rngs)
+      self.fc2 = nnx.Linear(hidden, num_outputs, dtype=dtype, rngs=rngs)
       self.out_name, self.out_features = "fc2", num_outputs
 
   def __call__(self, images, *, train: bool = False) -> Dict[str, jax.Array]:
@@ -87,17 +89,17 @@ class SVHNNet(nnx.Module):
   """
 
   def __init__(self, input_shape: Sequence[int], num_outputs: int = 10, *, channels=(32, 32, 64), hidden: int = 64,
-               rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     h, w, c = input_shape
     convs = []
     for width in channels:
-      convs.append(nnx.Conv(c, width, (5, 5), padding="SAME", rngs=rngs))
+      convs.append(nnx.Conv(c, width, (5, 5), padding="SAME", dtype=dtype, rngs=rngs))
       c, h, w = width, h // 2, w // 2
     if h < 1 or w < 1:
       raise ValueError(f"`input_shape` {tuple(input_shape)} is too small for SVHNNet.")
     self.convs = nnx.List(convs)
-    self.fc1 = nnx.Linear(h * w * c, hidden, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, num_outputs, rngs=rngs)
+    self.fc1 = nnx.Linear(h * w * c, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = nnx.Linear(hidden, num_outputs, dtype=dtype, rngs=rngs)
     self.out_name = "fc2"
     self.out_features = num_outputs
 
@@ -120,19 +122,19 @@ class CifarNet(nnx.Module):
   """
 
   def __init__(self, input_shape: Sequence[int], num_outputs: int = 10, *, channels=(32, 32, 64, 64),
-               rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     h, w, c = input_shape
     convs = []
     for i, width in enumerate(channels):
       k = 5 if i < 3 else 3
-      convs.append(nnx.Conv(c, width, (k, k), padding="SAME", rngs=rngs))
+      convs.append(nnx.Conv(c, width, (k, k), padding="SAME", dtype=dtype, rngs=rngs))
       c = width
       if i < 3:
         h, w = h // 2, w // 2
     if h < 1 or w < 1:
       raise ValueError(f"`input_shape` {tuple(input_shape)} is too small for CifarNet.")
     self.convs = nnx.List(convs)
-    self.fc = nnx.Linear(h * w * c, num_outputs, rngs=rngs)
+    self.fc = nnx.Linear(h * w * c, num_outputs, dtype=dtype, rngs=rngs)
     self.out_name = "fc"
     self.out_features = num_outputs
 

@@ -81,7 +81,8 @@ class Embedder(nnx.Module):
 
   def __call__(self, images, *, train: bool = False) -> Dict[str, jax.Array]:
     out = self.backbone(images, train=train)
-    feats = [pool_features(out[name]) for name in self.layers]
+    # Heads, embedding and loss in float32 whatever the backbone's computation dtype (bf16 mixed precision).
+    feats = [pool_features(out[name]).astype(jnp.float32) for name in self.layers]
     z = jnp.concatenate([head(f) for head, f in zip(self.heads, feats)], axis=-1)
     if self.normalize:
       z = pairwise.l2_normalize(z)

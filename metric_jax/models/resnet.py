@@ -25,22 +25,25 @@ from flax import nnx
 from metric_jax.models.convnets import _check_images
 
 
-def _bn(features, axis_name, momentum, rngs):
-  return nnx.BatchNorm(features, momentum=momentum, epsilon=1e-5, axis_name=axis_name, rngs=rngs)
+def _bn(features, axis_name, momentum, rngs, dtype=None):
+  return nnx.BatchNorm(features, momentum=momentum, epsilon=1e-5, axis_name=axis_name, dtype=dtype, rngs=rngs)
 
 
 class BasicBlock(nnx.Module):
   """conv3x3(stride) - BN - ReLU - conv3x3 - BN, plus identity or 1x1-conv-BN shortcut, then ReLU."""
 
-  def __init__(self, in_features: int, out_features: int, stride: int, *, axis_name, momentum, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, out_features: int, stride: int, *, axis_name, momentum, dtype=None,
+               rngs: nnx.Rngs):
     self.conv1 = nnx.Conv(in_features, out_features, (3, 3), strides=stride, padding="SAME", use_bias=False,
+                          dtype=dtype, rngs=rngs)
+    self.bn1 = _bn(out_features, axis_name, momentum, rngs, dtype)
+    self.conv2 = nnx.Conv(out_features, out_features, (3, 3), padding="SAME", use_bias=False, dtype=dtype,
                           rngs=rngs)
-    self.bn1 = _bn(out_features, axis_name, momentum, rngs)
-    self.conv2 = nnx.Conv(out_features, out_features, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-    self.bn2 = _bn(out_features, axis_name, momentum, rngs)
+    self.bn2 = _bn(out_features, axis_name, momentum, rngs, dtype)
     if stride != 1 or in_features != out_features:
-      self.proj = nnx.Conv(in_features, out_features, (1, 1), strides=stride, use_bias=False, rngs=rngs)
-      self.proj_bn = _bn(out_features, axis_name, momentum, rngs)
+      self.proj = nnx.Conv(in_features, out_features, (1, 1), strides=stride, use_bias=False, dtype=dtype,
+                           rngs=rngs)
+      self.proj_bn = _bn(out_features, axis_name, momentum, rngs, dtype)
     else:
       self.proj = None
       self.proj_bn = None
@@ -62,20 +65,22 @@ class SmallResNet(nnx.Module):
     blocks_per_stage: basic blocks per stage.
     axis_name: mesh axis over which BatchNorm statistics are averaged in training mode (None: this device only).
     bn_momentum: running-statistics momentum (flax convention: new = m * old + (1 - m) * batch), default 0.9.
+    dtype: computation dtype (e.g. `jnp.bfloat16`); parameters and BatchNorm statistics stay float32.
   """
 
   def __init__(self, input_shape: Sequence[int], *, widths: Sequence[int] = (32, 64, 128), blocks_per_stage: int = 1,
-               axis_name: Optional[str] = "batch", bn_momentum: float = 0.9, rngs: nnx.Rngs):
+               axis_name: Optional[str] = "batch", bn_momentum: float = 0.9, dtype=None, rngs: nnx.Rngs):
     c = input_shape[-1]
-    self.stem = nnx.Conv(c, widths[0], (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-    self.stem_bn = _bn(widths[0], axis_name, bn_momentum, rngs)
+    self.stem = nnx.Conv(c, widths[0], (3, 3), padding="SAME", use_bias=False, dtype=dtype, rngs=rngs)
+    self.stem_bn = _bn(widths[0], axis_name, bn_momentum, rngs, dtype)
     blocks = []
     in_features = widths[0]
     for s, width in enumerate(widths):
       stage = []
       for b in range(blocks_per_stage):
         stride = 2 if (s > 0 and b == 0) else 1
-        stage.append(BasicBlock(in_features, width, stride, axis_name=axis_name, momentum=bn_momentum, rngs=rngs))
+        stage.append(BasicBlock(in_features, width, stride, axis_name=axis_name, momentum=bn_momentum, dtype=dtype,
+                                rngs=rngs))
         in_features = width
       blocks.append(nnx.List(stage))
     self.stages = nnx.List(blocks)

@@ -57,9 +57,9 @@ class TwoChannelNet(nnx.Module):
 
   def __call__(self, images, *, train: bool = False) -> Dict[str, jax.Array]:
     out = self.trunk(images, train=train)
-    feats = out[self.feature_layer].reshape(images.shape[0], -1)
+    feats = out[self.feature_layer].reshape(images.shape[0], -1).astype(jnp.float32)  # float32 loss (bf16 trunks)
     return {"embedding": feats, "features": feats,
-            "classifier_inputs": out[self.classifier_layer].reshape(images.shape[0], -1)}
+            "classifier_inputs": out[self.classifier_layer].reshape(images.shape[0], -1).astype(jnp.float32)}
 
   def logits(self, classifier_inputs, channel: int):
     """Class logits `[N, num_classes]` of classifier W1 (`channel=0`) or W2 (`channel=1`)."""

@@ -97,6 +97,14 @@ def make_transforms(c, stats: Dict[str, np.ndarray], image_shape):
   raise ValueError(f"`config.preprocess.kind` must be one of {PREPROCESS_KINDS}, got {kind!r}.")
 
 
+def _compute_dtype(name: str):
+  """`config.model.dtype`: the backbone's computation dtype; parameters, optimizer state, heads and loss stay float32."""
+  import jax.numpy as jnp
+  if name not in ("float32", "bfloat16"):
+    raise ConfigError(f"`config.model.dtype` must be 'float32' or 'bfloat16', got {name!r}.")
+  return jnp.bfloat16 if name == "bfloat16" else None
+
+
 def build_model(c, input_shape, num_classes: int):
   """The config's nnx network: an `Embedder` over a backbone, or S0's `TwoChannelNet`."""
   from flax import nnx
@@ -104,16 +112,17 @@ def build_model(c, input_shape, num_classes: int):
   m = c.model
   rngs = nnx.Rngs(c.seed)
   num_outputs = m.num_outputs or None
+  dtype = _compute_dtype(m.get("dtype", "float32"))
   if m.backbone == "lenet":
     backbone = models.LeNet(input_shape, num_outputs, channels=tuple(m.lenet_channels), hidden=m.lenet_hidden,
-                            kernel_size=m.lenet_kernel, padding=m.padding, rngs=rngs)
+                            kernel_size=m.lenet_kernel, padding=m.padding, dtype=dtype, rngs=rngs)
   elif m.backbone == "svhn":
-    backbone = models.SVHNNet(input_shape, num_outputs or 10, rngs=rngs)
+    backbone = models.SVHNNet(input_shape, num_outputs or 10, dtype=dtype, rngs=rngs)
   elif m.backbone == "cifar":
-    backbone = models.CifarNet(input_shape, num_outputs or 10, rngs=rngs)
+    backbone = models.CifarNet(input_shape, num_outputs or 10, dtype=dtype, rngs=rngs)
   elif m.backbone == "resnet":
     backbone = models.SmallResNet(input_shape, widths=tuple(m.resnet_widths), blocks_per_stage=m.resnet_blocks,
-                                  rngs=rngs)
+                                  dtype=dtype, rngs=rngs)
   else:
     raise ValueError(f"`config.model.backbone` must be lenet | svhn | cifar | resnet, got {m.backbone!r}.")
   if m.two_channel:

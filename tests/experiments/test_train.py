@@ -146,3 +146,19 @@ def test_negative_class_mining_run_resumes_exactly(tmp_path):
   import jax
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(split.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_bfloat16_backbone_trains_finite_and_close_to_float32(tmp_path):
+  """Mixed precision: bf16 backbone compute, float32 parameters / optimizer state / heads / loss."""
+  import jax
+  from metric_jax import train
+  kw = {"num_steps": 60, "eval_every": 60, "checkpoint_every": 60, "log_every": 10}
+  f32 = _run(tiny_config(**kw), tmp_path / "f32")[0]
+  bf16 = _run(tiny_config(**kw, **{"model.dtype": "bfloat16"}), tmp_path / "bf16")[0]
+  assert all(np.isfinite(loss) for _, loss in bf16["train_curve"])
+  state = train.restore(str(tmp_path / "bf16"))[2]
+  assert {str(x.dtype) for x in jax.tree.leaves(state.params)} == {"float32"}
+  assert {str(x.dtype) for x in jax.tree.leaves(state.opt_state) if hasattr(x, "dtype") and x.ndim} == {"float32"}
+  for key in ("recall@1", "map@r"):
+    assert abs(bf16["final"]["test"][key] - f32["final"]["test"][key]) < 0.05, key
+    assert bf16["final"]["test"][key] > bf16["untrained"]["test"][key]
