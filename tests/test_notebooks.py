@@ -24,7 +24,7 @@ CELL_TIMEOUT_S = 240
 
 
 def test_the_expected_notebooks_exist():
-  assert {p.name for p in NOTEBOOKS} >= {"loss_weighting.ipynb", "train_digits.ipynb"}
+  assert {p.name for p in NOTEBOOKS} >= {"loss_weighting.ipynb", "train_digits.ipynb", "reproductions.ipynb"}
 
 
 @pytest.fixture(scope="module")
