@@ -109,7 +109,7 @@ def plot_embedding(embeddings, labels, path: str, title: str, max_colored: int =
   cmap = plt.get_cmap("tab10")
   for i, cl in enumerate(shown):
     m = labels == cl
-    ax.scatter(xy[m, 0], xy[m, 1], color=cmap(i % 10), s=8, label=f"class {int(cl)}")
+    ax.scatter(xy[m, 0], xy[m, 1], color=cmap(i % 10), s=8, label=f"test class {int(cl)}")
   ax.legend(fontsize=6, loc="best", markerscale=1.5)
   ax.set_title(f"{title}: test embeddings (PCA)", fontsize=9)
   fig.tight_layout()

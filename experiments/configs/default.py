@@ -1,10 +1,15 @@
 """Default experiment: a small convnet with the multi-similarity loss on scikit-learn's bundled digits.
 
-Train on classes 0-4, evaluate Recall@1/2/4/8 and NMI on the unseen classes 5-9 (class-disjoint), PK batches of
-5 classes x 8 images, L2-normalized 8-d embeddings, 100 Adam steps. Runs in well under a minute on 2 CPU cores.
-On 8x8 digits a WIDE random network is already a strong retrieval baseline (Recall@1 ~0.95 at 32-d), and training on
-only five classes does not improve on it for the unseen five; at 8-d the untrained network is much weaker and training
-clearly helps (see experiments/results/default.md).
+Train on classes 0-4, evaluate Recall@1/2/4/8, MAP@R and NMI on the unseen classes 5-9 (class-disjoint), PK batches of
+5 classes x 8 images, L2-normalized 8-d embeddings, random shifts by up to 1 pixel, 300 Adam steps, 3 seeds. About a
+minute on 2 CPU cores.
+
+Why these choices: with five training classes of 8x8 digits a network separates its training classes within ~60
+steps; without augmentation the mined multi-similarity loss (and its gradient) is then exactly 0 and nothing more is
+learned. The 1-pixel shifts keep the loss positive to the last step (the training curve keeps falling) and improve
+the unseen classes over the untrained network (see experiments/results/default.md). On 8x8 digits a WIDE random
+network is already a strong retrieval baseline (Recall@1 ~0.95 at 32-d); at 8-d the untrained network is much weaker,
+so the effect of training is visible. This is a quick end-to-end check of the pipeline, not a benchmark of the methods.
 
   python -m experiments.train --config experiments/configs/default.py --workdir runs/default
 """
@@ -28,7 +33,7 @@ def get_config():
                                        # the test metrics at the step of the best validation MAP@R
   c.eval_train_classes = False         # also evaluate retrieval on (2000 images of) the training classes
 
-  c.preprocess = ml_collections.ConfigDict(dict(kind="float", crop_padding=1))  # float | shift | standardize | flip | lcn | gcn_zca
+  c.preprocess = ml_collections.ConfigDict(dict(kind="shift", crop_padding=1))  # float | shift | standardize | flip | lcn | gcn_zca
 
   c.sampler = "pk"                     # pk | pair | random | npair | class_accumulating
   c.classes_per_batch = 5              # P
@@ -51,10 +56,10 @@ def get_config():
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0, momentum=0.9, weight_decay=0.0,
       new_layer_lr_multiplier=1.0, freeze_backbone_steps=0, loss_lr_multiplier=1.0, frozen_bn=False))
 
-  c.num_steps = 100
+  c.num_steps = 300
   c.log_every = 10
-  c.eval_every = 50
-  c.checkpoint_every = 50
+  c.eval_every = 100
+  c.checkpoint_every = 100
   c.eval_batch_size = 512
   c.eval_metrics = ("retrieval", "clustering")
   c.ks = (1, 2, 4, 8)
