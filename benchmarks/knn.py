@@ -207,6 +207,12 @@ def main(argv=None):
   from metric_jax.evaluation.knn import DEFAULT_BLOCK_SIZE, DEFAULT_NUM_THREADS
 
   loads = [os.getloadavg()[0]]
+  peak = {}
+  if not args.no_rss:  # first, so that a failure here costs little
+    for kind in kinds:
+      for m in ("faiss", "ours"):
+        peak[kind, m] = _peak_rss(m, kind, args)
+        print(f"peak RSS {kind} {m}: {peak[kind, m] / 2**20:.0f} MiB", flush=True)
   data = {kind: make_kind(kind, args.num, args.dim, args.seed) for kind in kinds}
   methods = ("faiss", "ours")
   if args.baseline:
@@ -226,11 +232,6 @@ def main(argv=None):
         times[kind, m].append(seconds)
         print(f"round {repeat} {kind} {m}: {seconds:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
     loads.append(os.getloadavg()[0])
-  peak = {}
-  if not args.no_rss:
-    for kind in kinds:
-      for m in methods:
-        peak[kind, m] = _peak_rss(m, kind, args)
 
   command = "python benchmarks/knn.py " + " ".join(argv if argv is not None else sys.argv[1:])
   lines = [
