@@ -23,7 +23,9 @@ after one untimed warm-up (metric_jax's warm-up compiles its kernels; its first-
 The ratio is that of the median times. Peak RSS (`VmHWM`) is measured once per method and kind in a subprocess of
 its own (interpreter, libraries, the data and one search). Neighbour sets are compared per row; a row whose sets
 differ is explained when every neighbour in one set and not the other scores within `--tie_tolerance` of that row's
-k-th best score (float32 rounding at equal scores).
+k-th best score (float32 rounding at equal scores). With `--kernel_cpu` (and `--baseline`) a subprocess with XLA on
+one thread also times one compiled chunk kernel of today and of the baseline in CPU seconds, a figure the load of the
+machine hardly moves.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def load_baseline(commit: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   _BASELINE["knn"] = module.knn
+  _BASELINE["module"] = module
 
 
 def _timed(method: str, x: np.ndarray, k: int, chunk_size: int):
@@ -131,6 +134,54 @@ def _worker(method: str, kind: str, num: int, dim: int, seed: int, k: int, chunk
   x, _ = make_kind(kind, num, dim, seed)
   seconds, _ = _timed(method, x, k, chunk_size)
   print(json.dumps({"seconds": seconds, "peak_rss": _own_peak_rss()}))
+
+
+def _kernel_worker(kinds, args):
+  """Subprocess with XLA on one thread: CPU seconds of one 256-query chunk of today's and the baseline's compiled
+  chunk kernel (`_chunk_top_k`) on each kind, alternating, median over chunks spread through the set."""
+  import sys as _sys
+  import jax.numpy as jnp
+  import metric_jax.evaluation  # noqa: F401
+  today = _sys.modules["metric_jax.evaluation.knn"]
+  load_baseline(args.baseline)
+  modules = {"ours": today, "baseline": _BASELINE["module"]}
+  num_chunks, num_blocks, block = today._reference_layout(args.num, args.k, today.DEFAULT_REFERENCE_CHUNK_SIZE,
+                                                          today.DEFAULT_BLOCK_SIZE)
+  if num_chunks != 1:
+    raise ValueError("the kernel comparison needs one reference chunk (num <= the default reference chunk size).")
+  b = 256
+  starts = np.linspace(0, args.num - b, 9).astype(int)
+  out = {}
+  for kind in kinds:
+    x, _ = make_kind(kind, args.num, args.dim, args.seed)
+    padded = np.zeros((num_blocks * block, args.dim), np.float32)
+    padded[:args.num] = x
+    references = jnp.asarray(padded.reshape(num_blocks, block, args.dim))
+    bias = jnp.zeros((num_blocks, block), jnp.float32)
+    seconds = {m: [] for m in modules}
+    buffers = {m: jnp.zeros((b, num_blocks * block), jnp.float32) for m in modules}
+    for i, start in enumerate(starts):
+      for m in (("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")):
+        q = jnp.asarray(x[start:start + b])
+        begin = time.process_time()
+        values, _, buffers[m] = modules[m]._chunk_top_k(q, references, bias, int(start), 0, args.num, buffers[m],
+                                                        k=args.k, exclude_self=True, use_bias=False,
+                                                        padded=num_blocks * block > args.num)
+        values.block_until_ready()
+        if i > 0:  # the first chunk compiles
+          seconds[m].append(time.process_time() - begin)
+    out[kind] = {m: float(np.median(v)) for m, v in seconds.items()}
+  print(json.dumps(out))
+
+
+def _kernel_cpu(kinds, args) -> dict:
+  command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "kernel", "--kinds", ",".join(kinds),
+             "--num", str(args.num), "--dim", str(args.dim), "--seed", str(args.seed), "--k", str(args.k),
+             "--baseline", args.baseline]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+  done = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=REPO)
+  return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _own_peak_rss() -> int:
@@ -189,7 +240,9 @@ def main(argv=None):
   parser.add_argument("--no_rss", action="store_true", help="skip the peak-RSS subprocesses")
   parser.add_argument("--baseline", default=None, help="also time metric_jax's knn.py as of this git commit")
   parser.add_argument("--output", default=str(RESULTS))
-  parser.add_argument("--worker", choices=("ours", "faiss"), help=argparse.SUPPRESS)
+  parser.add_argument("--kernel_cpu", action="store_true",
+                      help="with --baseline: also single-thread CPU time of one chunk kernel, today vs baseline")
+  parser.add_argument("--worker", choices=("ours", "faiss", "kernel"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   kinds = tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip())
   for kind in kinds:
@@ -198,6 +251,9 @@ def main(argv=None):
   if args.chunk_size is None:
     from metric_jax.evaluation.knn import DEFAULT_CHUNK_SIZE
     args.chunk_size = DEFAULT_CHUNK_SIZE
+  if args.worker == "kernel":
+    _kernel_worker(kinds, args)
+    return
   if args.worker:
     _worker(args.worker, kinds[0], args.num, args.dim, args.seed, args.k, args.chunk_size)
     return
@@ -213,6 +269,12 @@ def main(argv=None):
       for m in ("faiss", "ours"):
         peak[kind, m] = _peak_rss(m, kind, args)
         print(f"peak RSS {kind} {m}: {peak[kind, m] / 2**20:.0f} MiB", flush=True)
+  kernel = {}
+  if args.kernel_cpu:
+    if not args.baseline:
+      parser.error("--kernel_cpu needs --baseline COMMIT.")
+    kernel = _kernel_cpu(kinds, args)
+    print("kernel CPU seconds per chunk:", json.dumps(kernel), flush=True)
   data = {kind: make_kind(kind, args.num, args.dim, args.seed) for kind in kinds}
   methods = ("faiss", "ours")
   if args.baseline:
@@ -289,6 +351,15 @@ def main(argv=None):
     lines += ["", f"Against the previous kernel (`metric_jax/evaluation/knn.py` at commit {args.baseline}), timed in the "
               "same rounds:", "", "| data | previous median (s) | metric_jax median (s) | ratio now / previous | "
               "previous runs (s) |", "|---|---:|---:|---:|---|"] + baseline_rows + [""]
+  if kernel:
+    lines += ["", "One chunk kernel (`_chunk_top_k`: 256 queries x all references, scores and exact top k) with XLA on "
+              "one thread, CPU seconds (`time.process_time`, little affected by other jobs), median of 8 chunks spread "
+              "through the set, today's and the baseline's alternating (`--kernel_cpu`):", "",
+              "| data | previous (ms) | metric_jax (ms) | ratio now / previous |", "|---|---:|---:|---:|"]
+    for kind in kinds:
+      lines.append(f"| {kind} | {1000 * kernel[kind]['baseline']:.1f} | {1000 * kernel[kind]['ours']:.1f} | "
+                   f"**{kernel[kind]['ours'] / kernel[kind]['baseline']:.2f}x** |")
+    lines.append("")
   unexplained = sum(d - e for _, d, e in summary.values())
   lines += [
       f"Neighbour sets: rows whose sets differ from faiss's, in brackets those explained by scores equal to the "
