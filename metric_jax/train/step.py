@@ -90,8 +90,8 @@ class Trainer:
   # -- state ---------------------------------------------------------------------------------------------------------
   def init_state(self, *, seed: int = 0, loss_params=None, loss_consts=None) -> TrainState:
     """Replicated initial state from the model given to the constructor (identical on every process)."""
-    loss_params = {k: jnp.asarray(v) for k, v in (loss_params or {}).items()}
-    loss_consts = {k: jnp.asarray(v) for k, v in (loss_consts or {}).items()}
+    loss_params = jax.tree.map(jnp.asarray, dict(loss_params or {}))  # may nest: {"alpha": [C], "base": {...}}
+    loss_consts = jax.tree.map(jnp.asarray, dict(loss_consts or {}))
     trainable = {"model": self._params0, "loss": loss_params}
     state = TrainState(step=jnp.zeros((), jnp.int32), params=self._params0, model_state=self._model_state0,
                        opt_state=self.optimizer.init(trainable), loss_params=loss_params, loss_consts=loss_consts,

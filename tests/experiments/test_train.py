@@ -162,3 +162,17 @@ def test_bfloat16_backbone_trains_finite_and_close_to_float32(tmp_path):
   for key in ("recall@1", "map@r"):
     assert abs(bf16["final"]["test"][key] - f32["final"]["test"][key]) < 0.05, key
     assert bf16["final"]["test"][key] > bf16["untrained"]["test"][key]
+
+
+def test_learnable_loss_parameters_train_with_their_multiplier_and_are_restored(tmp_path):
+  """Proxies live in the train state next to S2's alpha, get their own learning-rate multiplier and are checkpointed."""
+  import jax
+  from metric_jax import losses, train
+  c = tiny_config(**{"objective.loss": "proxy_anchor", "optimizer.loss_lr_multiplier": 100.0})
+  _run(c, tmp_path / "w")
+  state = train.restore(str(tmp_path / "w"))[2]
+  init = losses.init_params("proxy_anchor", jax.random.PRNGKey(0), num_classes=5, embedding_dim=8)
+  trained = state.loss_params["base"]
+  assert jax.tree.structure(trained) == jax.tree.structure(init)
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(init)):
+    assert a.shape == b.shape and not np.allclose(np.asarray(a), np.asarray(b))
