@@ -28,6 +28,10 @@ REGISTRY_NAMES = (
     "histogram",
     "gpw_pair",
     "gpw_triplet",
+    # Issue 12 (pair-based; the losses with learnable parameters are checked in test_param_contract.py).
+    "supcon",
+    "ntxent",
+    "circle",
 )
 
 
@@ -41,7 +45,16 @@ class Case:
 
   @property
   def stop_gradient_weights(self) -> bool:
+    if self.name == "circle":
+      return self.hparams.get("detach_weights", True)
     return self.name.startswith("gpw_") and self.hparams.get("weighting", "constant") != "constant"
+
+  @property
+  def value_derivative_hparams(self) -> Dict[str, Any]:
+    """Hyperparameters under which the gradient is the derivative of the value (for the finite-difference check)."""
+    if not self.stop_gradient_weights:
+      return {}
+    return {"detach_weights": False} if self.name == "circle" else {"weighting": "constant"}
 
   @property
   def id(self) -> str:
@@ -96,6 +109,16 @@ CASES = (
     Case("gpw_triplet", {"mining": "batch_hard", "weighting": "exponential"}),
     Case("gpw_triplet", {"mining": "semihard", "weighting": "power", "p": 2.0, "normalize": "anchor",
                          "distance": "squared_euclidean"}),
+    # SupCon (Khosla et al. 2020): a query whose keys are all positives keeps its term (>= log |P|), as in the paper.
+    Case("supcon", zero_without_neg=False),
+    Case("supcon", {"temperature": 0.5}, zero_without_neg=False),
+    # NT-Xent (Chen et al. 2020).
+    Case("ntxent"),
+    Case("ntxent", {"temperature": 0.5}),
+    # Circle (Sun et al. 2020): weights alpha detached (the paper's gradient) or not; the face-recognition setting.
+    Case("circle"),
+    Case("circle", {"detach_weights": False}),
+    Case("circle", {"margin": 0.25, "gamma": 256.0}),
 )
 
 DEFAULT_CASES = tuple(c for c in CASES if not c.hparams)

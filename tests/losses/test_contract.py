@@ -98,8 +98,7 @@ def test_gradient_matches_finite_differences_in_float64(case_id):
   assert float(jnp.max(jnp.abs(grad32))) > 1e-4, f"{case_id}: zero gradient at the random test point"
   case = CASE_BY_ID[case_id]
   hparams = dict(case.hparams)
-  if case.stop_gradient_weights:
-    hparams["weighting"] = "constant"        # the value's derivative; the weighted gradient is checked below
+  hparams.update(case.value_derivative_hparams)   # the value's derivative; the weighted gradient is checked below
   with jax.enable_x64(True):
     loss = functools.partial(losses.get(case.name), **hparams)
     fn = jax.jit(lambda e: loss(e, jnp.asarray(labels)))
@@ -129,7 +128,9 @@ def test_jit_matches_eager(case_id):
   eager_value, eager_grad = jax.value_and_grad(lambda e: loss(e, labels))(jnp.asarray(embeddings))
   jit_value, jit_grad = _jit_value_and_grad(case_id)(embeddings, labels, _all_valid())
   _assert_close(jit_value, eager_value, what="value")
-  _assert_close(jit_grad, eager_grad, what="gradient")
+  # Rounding differences between fused and op-by-op execution scale with the gradient's size (circle's gamma = 80
+  # and 256 give entries of 30-70 and amplify a 1-ulp cosine difference to ~1e-5): atol relative to the largest entry.
+  _assert_close(jit_grad, eager_grad, atol=1e-6 * max(1.0, float(np.abs(eager_grad).max())), what="gradient")
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
