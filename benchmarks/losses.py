@@ -7,6 +7,11 @@ class and L2-normalized random embeddings, it times value-and-gradient with resp
 - the floor: value-and-gradient of `sum(E @ E.T)` on the same input (one matmul forward, one backward);
 - the closest pytorch-metric-learning configuration, forward + backward on torch CPU with the same thread count;
 
+Losses with learnable parameters (proxies, class weights, centres; `losses.has_params`) get parameters from
+`losses.init_params` for `--num-classes` C classes and are timed as value-and-gradient with respect to the embeddings
+AND the parameters (PML's backward computes both too); their floor is the class matmul `sum(E @ W.T)` with `W` of shape
+`[C, D]` (`[C * K, D]` with K centres per class), differentiated with respect to both;
+
 with `block_until_ready` / synchronous torch. Each loss is timed side by side with the floor, in alternating rounds
 (`--rounds`), for at least `--repeats` runs and `--min-seconds` seconds, and its ratio is the ratio of those two
 medians; PML is the median of `--repeats` runs after warm-up. It also reads the
@@ -39,6 +44,7 @@ from benchmarks._machine import cpu_name
 from metric_jax import losses
 
 SAMPLES_PER_CLASS = 4
+NUM_CLASSES = 1000            # classes of the losses with learnable parameters (`--num-classes`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +56,11 @@ class Config:
   pml: Optional[str]            # description of the reference configuration (None: PML has no such loss)
 
 
-def _pml_factory(key: str) -> Optional[Callable]:
-  """Returns `fn(embeddings, labels) -> loss` (torch) for the PML configuration matching `key`, or None."""
+def _pml_factory(key: str, dim: Optional[int] = None, num_classes: int = NUM_CLASSES) -> Optional[Callable]:
+  """Returns `fn(embeddings, labels) -> loss` (torch) for the PML configuration matching `key`, or None.
+
+  The losses with learnable parameters are built for `num_classes` classes and embedding dimension `dim`.
+  """
   from pytorch_metric_learning import distances, losses as pml_losses, miners
 
   lp = distances.LpDistance(normalize_embeddings=False)
@@ -83,6 +92,27 @@ def _pml_factory(key: str) -> Optional[Callable]:
     return lambda e, y: loss(e, y, miner(e, y))
   if key == "histogram":
     return pml_losses.HistogramLoss(n_bins=100)
+  c, d = num_classes, dim
+  if key == "proxy_nca":
+    return pml_losses.ProxyNCALoss(c, d, softmax_scale=1.0)
+  if key == "proxy_anchor":
+    return pml_losses.ProxyAnchorLoss(c, d, margin=0.1, alpha=32)
+  if key == "normalized_softmax":
+    return pml_losses.NormalizedSoftmaxLoss(c, d, temperature=0.05)
+  if key == "cosface":
+    return pml_losses.CosFaceLoss(c, d, margin=0.35, scale=64)
+  if key == "arcface":
+    return pml_losses.ArcFaceLoss(c, d, margin=28.6, scale=64)
+  if key == "subcenter_arcface":
+    return pml_losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d, margin=28.6, scale=64, sub_centers=3)
+  if key == "softtriple":
+    return pml_losses.SoftTripleLoss(c, d, centers_per_class=10, la=20, gamma=0.1, margin=0.01)
+  if key == "supcon":
+    return pml_losses.SupConLoss(temperature=0.1)
+  if key == "ntxent":
+    return pml_losses.NTXentLoss(temperature=0.1)
+  if key == "circle":
+    return pml_losses.CircleLoss(m=0.4, gamma=80)
   return None
 
 
@@ -104,6 +134,21 @@ CONFIGS = (
     Config("histogram", "histogram", {}, "HistogramLoss(n_bins=100)"),
     Config("gpw_pair", "gpw_pair", {}, "ContrastiveLoss(0, 1, LpDistance) (GPW pair, constant weights = contrastive)"),
     Config("gpw_triplet", "gpw_triplet", {}, "TripletMarginLoss(0.2, LpDistance) (GPW triplet, constant = all triplets)"),
+    # Issue 12. Losses with learnable parameters: C = --num-classes classes, gradients w.r.t. embeddings and params.
+    Config("proxy_nca", "proxy_nca", {"positive_in_denominator": True},
+           "ProxyNCALoss(C, D, softmax_scale=1) (softmax over all proxies = positive_in_denominator=True)"),
+    Config("proxy_anchor", "proxy_anchor", {}, "ProxyAnchorLoss(C, D, margin=0.1, alpha=32)"),
+    Config("normalized_softmax", "normalized_softmax", {}, "NormalizedSoftmaxLoss(C, D, temperature=0.05)"),
+    Config("cosface", "cosface", {}, "CosFaceLoss(C, D, margin=0.35, scale=64)"),
+    Config("arcface", "arcface", {}, "ArcFaceLoss(C, D, margin=28.6 degrees, scale=64) (metric_jax: 0.5 rad)"),
+    Config("subcenter_arcface", "subcenter_arcface", {},
+           "SubCenterArcFaceLoss(C, D, margin=28.6, scale=64, sub_centers=3)"),
+    Config("softtriple", "softtriple", {},
+           "SoftTripleLoss(C, D, centers_per_class=10, la=20, gamma=0.1, margin=0.01) (PML has no centre"
+           " regularizer; metric_jax computes it, tau=0.2)"),
+    Config("supcon", "supcon", {}, "SupConLoss(temperature=0.1)"),
+    Config("ntxent", "ntxent", {}, "NTXentLoss(temperature=0.1)"),
+    Config("circle", "circle", {}, "CircleLoss(m=0.4, gamma=80)"),
 )
 
 
@@ -146,16 +191,23 @@ def _median_ms(run: Callable[[], Any], repeats: int, warmup: int, budget_s: floa
   return 1e3 * statistics.median(times)
 
 
-def _compile_jax(loss_fn: Callable, embeddings, labels):
-  """Returns `(run, compile s, temp bytes)` for `jit(value_and_grad(loss_fn))`; `run()` blocks until done."""
-  fn = jax.jit(jax.value_and_grad(loss_fn))
+def _compile_jax(loss_fn: Callable, embeddings, labels, params=None):
+  """Returns `(run, compile s, temp bytes)` for `jit(value_and_grad(loss_fn))`; `run()` blocks until done.
+
+  With `params`, `loss_fn(e, y, params)` is differentiated with respect to the embeddings and the parameters.
+  """
   e, y = jnp.asarray(embeddings), jnp.asarray(labels)
+  if params is None:
+    fn, args = jax.jit(jax.value_and_grad(loss_fn)), (e, y)
+  else:
+    fn = jax.jit(jax.value_and_grad(lambda e_, p, y_: loss_fn(e_, y_, p), argnums=(0, 1)))
+    args = (e, jax.tree.map(jnp.asarray, params), y)
   start = time.perf_counter()
-  compiled = fn.lower(e, y).compile()
+  compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   temp_bytes = int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1
-  return (lambda: jax.block_until_ready(compiled(e, y))), compile_s, temp_bytes
+  return (lambda: jax.block_until_ready(compiled(*args))), compile_s, temp_bytes
 
 
 def _interleaved_ms(run: Callable[[], Any], floor_run: Callable[[], Any], repeats: int, warmup: int,
@@ -187,6 +239,8 @@ def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int) -
 
   def run():
     e.grad = None
+    if isinstance(pml_fn, torch.nn.Module):
+      pml_fn.zero_grad(set_to_none=True)       # learnable proxies / weights: a fresh gradient each run
     loss = pml_fn(e, y)
     loss.backward()
     return loss
@@ -194,15 +248,17 @@ def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int) -
   return _median_ms(run, repeats, warmup)
 
 
-def _pml_worker(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int):
+def _pml_worker(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int, num_classes: int):
   """Child-process entry: prints the PML median ms (run under an address-space limit by `_time_pml_isolated`)."""
   import torch
   torch.set_num_threads(threads)
   embeddings, labels = _inputs(batch, dim)
-  print(f"PML_MS {_time_pml(_pml_factory(key), embeddings, labels, repeats, warmup)!r}", flush=True)
+  pml_fn = _pml_factory(key, dim, num_classes)
+  print(f"PML_MS {_time_pml(pml_fn, embeddings, labels, repeats, warmup)!r}", flush=True)
 
 
-def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int, memory_gib: float):
+def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int, memory_gib: float,
+                       num_classes: int = NUM_CLASSES):
   """Times the PML reference in a child process limited to `memory_gib` of address space.
 
   Some PML losses build `[B, B, B]`-sized intermediates (LiftedStructureLoss at B=1024 needed > 20 GiB here and was
@@ -218,7 +274,7 @@ def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
   command = [sys.executable, "-m", "benchmarks.losses", "--pml-worker", key, str(batch), str(dim), str(repeats),
-             str(warmup), str(threads)]
+             str(warmup), str(threads), str(num_classes)]
   result = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_memory,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   for line in result.stdout.splitlines():
@@ -233,6 +289,13 @@ def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int
 def _floor(e, y):
   del y
   return jnp.sum(e @ e.T)
+
+
+def _class_floor(e, y, params):
+  """The floor of the losses with learnable parameters: the `B x D x rows` matmul with the parameter matrix."""
+  del y
+  (weights,) = params.values()
+  return jnp.sum(e @ weights.T)
 
 
 def _fmt(x, digits=2):
@@ -254,11 +317,13 @@ def main(argv=None):
   parser.add_argument("--out", default="benchmarks/results/losses.md", help="Markdown file to write")
   parser.add_argument("--pml-memory-gib", type=float, default=8.0,
                       help="address-space limit of the child process that times each PML loss")
-  parser.add_argument("--pml-worker", nargs=6, help=argparse.SUPPRESS)
+  parser.add_argument("--num-classes", type=int, default=NUM_CLASSES,
+                      help="classes C of the losses with learnable parameters (proxies / weights [C, D])")
+  parser.add_argument("--pml-worker", nargs=7, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.pml_worker:
-    key, batch, dim, repeats, warmup, threads = args.pml_worker
-    _pml_worker(key, int(batch), int(dim), int(repeats), int(warmup), int(threads))
+    key, batch, dim, repeats, warmup, threads, num_classes = args.pml_worker
+    _pml_worker(key, int(batch), int(dim), int(repeats), int(warmup), int(threads), int(num_classes))
     return
 
   args.load_start = os.getloadavg()[0]
@@ -276,35 +341,51 @@ def main(argv=None):
 
   rows: List[Dict[str, Any]] = []
   floors: Dict[Tuple[int, int], Tuple[float, float, int]] = {}
+  class_floors: Dict[Tuple[int, int, int], Tuple[float, float, int]] = {}   # (B, D, rows of W) -> as `floors`
   for batch, dim in sizes:
     embeddings, labels = _inputs(batch, dim)
     floor_run, floor_compile, floor_temp = _compile_jax(_floor, embeddings, labels)
     floor_samples = []
+    class_floor_runs: Dict[int, Tuple[Callable, float, int, List[float]]] = {}
     for config in configs:
       row = dict(key=config.key, batch=batch, dim=dim, pml=config.pml)
       try:
         loss = losses.get(config.name)
-        fn = lambda e, y, loss=loss, hp=config.hparams: loss(e, y, **hp)
-        run, row["compile_s"], row["temp_bytes"] = _compile_jax(fn, embeddings, labels)
-        row["ms"], row["floor_ms"] = _interleaved_ms(run, floor_run, args.repeats, args.warmup, args.min_seconds,
+        if losses.has_params(config.name):
+          params = losses.init_params(config.name, jax.random.PRNGKey(0), num_classes=args.num_classes,
+                                      embedding_dim=dim, **config.hparams)
+          row["param_rows"] = next(iter(params.values())).shape[0]
+          if row["param_rows"] not in class_floor_runs:
+            class_floor_runs[row["param_rows"]] = (*_compile_jax(_class_floor, embeddings, labels, params), [])
+          config_floor, _, _, samples = class_floor_runs[row["param_rows"]]
+          fn = lambda e, y, p, loss=loss, hp=config.hparams: loss(e, y, params=p, **hp)
+          run, row["compile_s"], row["temp_bytes"] = _compile_jax(fn, embeddings, labels, params)
+        else:
+          config_floor, samples = floor_run, floor_samples
+          fn = lambda e, y, loss=loss, hp=config.hparams: loss(e, y, **hp)
+          run, row["compile_s"], row["temp_bytes"] = _compile_jax(fn, embeddings, labels)
+        row["ms"], row["floor_ms"] = _interleaved_ms(run, config_floor, args.repeats, args.warmup, args.min_seconds,
                                                      args.rounds)
-        floor_samples.append(row["floor_ms"])
+        samples.append(row["floor_ms"])
       except Exception as error:  # a loss that fails is reported, not hidden
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
       if config.pml is not None and not args.no_pml:
         row["pml_ms"], row["pml_error"] = _time_pml_isolated(config.key, batch, dim, args.repeats, args.warmup,
-                                                             torch_threads, args.pml_memory_gib)
+                                                             torch_threads, args.pml_memory_gib, args.num_classes)
       rows.append(row)
       print(f"  {config.key:32s} {row.get('ms', float('nan')):9.3f} ms  floor {row.get('floor_ms', float('nan')):7.3f} ms"
             f"   PML {row.get('pml_ms') or float('nan'):9.3f} ms   {row.get('error', '')} {row.get('pml_error') or ''}",
             flush=True)
     floor_ms = statistics.median(floor_samples) if floor_samples else float("nan")
     floors[(batch, dim)] = (floor_ms, floor_compile, floor_temp)
+    for param_rows, (_, compile_s, temp, samples) in class_floor_runs.items():
+      class_floors[(batch, dim, param_rows)] = (statistics.median(samples) if samples else float("nan"), compile_s,
+                                                temp)
 
-  _write(args, sizes, configs, rows, floors, torch_threads)
+  _write(args, sizes, configs, rows, floors, torch_threads, class_floors)
 
 
-def _write(args, sizes, configs, rows, floors, torch_threads):
+def _write(args, sizes, configs, rows, floors, torch_threads, class_floors=None):
   import jaxlib
   lines = ["# Loss benchmark: value and gradient w.r.t. the embeddings", ""]
   lines.append("Written by `benchmarks/losses.py`; every number below comes from the run described here.")
@@ -326,6 +407,10 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
   lines.append("- Floor: `jit(value_and_grad(lambda E: sum(E @ E.T)))` on the same input. PML: forward + `backward()`"
                " with the configuration listed below (miner time included), each timed in a child process with torch's"
                f" thread count set as below and a {args.pml_memory_gib:g} GiB address-space limit.")
+  lines.append(f"- Losses with learnable parameters: C = {args.num_classes} classes (`--num-classes`), parameters from"
+               " `losses.init_params`, value and gradient w.r.t. the embeddings and the parameters (PML's backward"
+               " computes both); their floor is `value_and_grad(lambda E, W: sum(E @ W.T), (0, 1))` with `W` of"
+               " shape `[rows, D]`, rows = C, or C x K for K centres per class (the *class floor* rows below).")
   lines.append(f"- Load: 1-minute load average {args.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
                " (the benchmark itself keeps up to 2 cores busy); sub-millisecond timings on a shared machine drift,"
                " which the side-by-side floor absorbs only in part.")
@@ -334,8 +419,13 @@ def _write(args, sizes, configs, rows, floors, torch_threads):
   lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for batch, dim in sizes:
     floor_ms, floor_compile, floor_temp = floors[(batch, dim)]
-    lines.append(f"| *floor* `sum(E @ E.T)` | {batch} | {dim} | {_fmt(floor_ms, 3)} | {_fmt(floor_ms, 3)} | 1.00 | — | — |"
-                 f" {_fmt(floor_compile)} | {_fmt(floor_temp / 2**20)} |")
+    if not math.isnan(floor_ms):            # no pair loss timed at this size (e.g. `--losses proxy_anchor`)
+      lines.append(f"| *floor* `sum(E @ E.T)` | {batch} | {dim} | {_fmt(floor_ms, 3)} | {_fmt(floor_ms, 3)} | 1.00 |"
+                   f" — | — | {_fmt(floor_compile)} | {_fmt(floor_temp / 2**20)} |")
+    for (b, d, param_rows), (class_ms, class_compile, class_temp) in sorted((class_floors or {}).items()):
+      if (b, d) == (batch, dim):
+        lines.append(f"| *class floor* `sum(E @ W.T)`, W [{param_rows}, D] | {batch} | {dim} | {_fmt(class_ms, 3)} |"
+                     f" {_fmt(class_ms, 3)} | 1.00 | — | — | {_fmt(class_compile)} | {_fmt(class_temp / 2**20)} |")
     for row in (r for r in rows if (r["batch"], r["dim"]) == (batch, dim)):
       if "error" in row:
         lines.append(f"| {row['key']} | {batch} | {dim} | error: {row['error']} | | | | | | |")
