@@ -112,3 +112,20 @@ def test_detached_weights_forward_and_reverse_modes_agree_and_differ_from_the_fu
 def test_bad_hyperparameters_name_the_argument(hparams, argument, error):
   with pytest.raises(error, match=argument):
     losses.get("circle")(np.eye(3, dtype=np.float32), np.array([0, 0, 1], np.int32), **hparams)
+
+
+def test_nan_padding_changes_nothing_and_a_nan_valid_row_shows():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(8, 3)).astype(np.float32)
+  y = np.array([0, 1, 0, 1, 2, 2, 0, 3], np.int32)
+  valid = np.arange(8) != 5
+  fn = jax.jit(jax.value_and_grad(lambda x_, v: losses.get("circle")(x_, y, valid=v)))
+  benign_value, benign_grad = fn(x, valid)
+  garbage = x.copy()
+  garbage[5] = [np.nan, np.inf, -np.inf]
+  value, grad = fn(garbage, valid)
+  assert float(value) == float(benign_value)
+  np.testing.assert_array_equal(np.asarray(grad), np.asarray(benign_grad))
+  assert not np.asarray(grad)[5].any()
+  assert np.isnan(float(fn(garbage, np.ones(8, bool))[0]))
+  assert np.isnan(float(fn(garbage, np.isin(np.arange(8), [5, 7]))[0]))   # rows 5 and 7 form no pair with a term

@@ -162,3 +162,22 @@ def test_memory_bank_keys_with_offset_self_pairs():
 def test_bad_temperature_names_the_argument(name):
   with pytest.raises(ValueError, match="temperature"):
     losses.get(name)(np.eye(3, dtype=np.float32), np.zeros(3, np.int32), temperature=0.0)
+
+
+@pytest.mark.parametrize("name", ["supcon", "ntxent"])
+def test_nan_padding_changes_nothing_and_a_nan_valid_row_shows(name):
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(8, 3)).astype(np.float32)
+  y = np.array([0, 1, 0, 1, 2, 2, 0, 3], np.int32)
+  valid = np.arange(8) != 5
+  fn = jax.jit(jax.value_and_grad(lambda x_, v: losses.get(name)(x_, y, valid=v)))
+  benign_value, benign_grad = fn(x, valid)
+  garbage = x.copy()
+  garbage[5] = [np.nan, np.inf, -np.inf]
+  value, grad = fn(garbage, valid)
+  assert float(value) == float(benign_value)
+  np.testing.assert_array_equal(np.asarray(grad), np.asarray(benign_grad))
+  assert not np.asarray(grad)[5].any()
+  assert np.isnan(float(fn(garbage, np.ones(8, bool))[0]))
+  lone = np.arange(8) == 5                      # a single valid row: no pair, and still a NaN value
+  assert np.isnan(float(fn(garbage, lone)[0]))
