@@ -1,7 +1,7 @@
 """Pairwise matrices between queries `[B, D]` and keys `[M, D]`.
 
-All functions accept `keys=None`, meaning keys are the queries themselves (a square `[B, B]` matrix). Distances are built
-from one matmul (`|q|^2 + |k|^2 - 2 q.k`), so they cost the same as the similarity floor. `euclidean` has a finite
+All functions accept `keys=None`, meaning keys are the queries themselves (a square `[B, B]` matrix). Distances are
+built from one matmul (`|q|^2 + |k|^2 - 2 q.k`), so they cost the same as the similarity floor. `euclidean` has a finite
 (zero) gradient where the distance is zero (duplicate or identical embeddings), unlike `sqrt` applied naively.
 
 Identical rows are exactly 0 apart (and exactly cosine-similar 1) in every execution mode. `|q|^2 + |k|^2 - 2 q.k`

@@ -1,4 +1,9 @@
-"""Regularizers added to a metric loss: density adaptivity (S2), global orthogonal (GOR), embedding L2 (S3)."""
+"""Regularizers added to a metric loss: density adaptivity (S2), global orthogonal (GOR), embedding L2 (S3).
+
+As the losses (`metric_jax.losses._finite`): rows where `valid` is False may hold anything (NaN, inf, huge values) and
+change neither the value nor the valid rows' gradients (they are set to 0 before any arithmetic, and get an exact 0
+gradient); a NaN or inf in a valid row makes the value NaN.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,16 @@ import jax
 import jax.numpy as jnp
 
 from metric_jax import _checks, pairwise
+from metric_jax.losses import _finite
 
 
-def _check_inputs(embeddings, labels, valid):
-  embeddings = _checks.check_embeddings(embeddings, "embeddings")
+def _check_inputs(embeddings, labels, valid, name: str = "embeddings"):
+  """`(embeddings with invalid rows zeroed, labels, valid, alarm)`; see the module docstring."""
+  embeddings = _checks.check_embeddings(embeddings, name)
   labels = _checks.check_labels(labels, embeddings.shape[0], "labels")
   valid = _checks.check_valid(valid, embeddings.shape[0], "valid")
-  return embeddings, labels, valid
+  embeddings, alarm = _finite.sanitize(embeddings, valid[:, None])
+  return embeddings, labels, valid, alarm
 
 
 def _safe_divide(num, den):
@@ -33,7 +41,8 @@ def class_densities(features, labels, num_classes: int, *, valid=None):
   Returns:
     `(densities [C], counts [C])`; density 0 for a class with no (valid) sample.
   """
-  features, labels, valid = _check_inputs(features, labels, valid)
+  features, labels, valid, _ = _check_inputs(features, labels, valid, "features")
+  # A non-finite valid row makes its class's density NaN by itself; padded rows are zero and have weight 0.
   weight = valid.astype(features.dtype)
   counts = jax.ops.segment_sum(weight, labels, num_segments=num_classes)
   sums = jax.ops.segment_sum(features * weight[:, None], labels, num_segments=num_classes)
@@ -68,7 +77,7 @@ def density_adaptivity(embeddings, labels, alpha, d0, *, eta: float = 0.5, valid
   References:
     Li, et al., "Deep metric learning with density adaptivity", IEEE TMM 2019 (Eq. 8).
   """
-  embeddings, labels, valid = _check_inputs(embeddings, labels, valid)
+  embeddings, labels, valid, alarm = _check_inputs(embeddings, labels, valid)
   alpha = _checks.check_float_array(alpha, "alpha", 1)
   d0 = _checks.check_float_array(d0, "d0", 1)
   num_classes = alpha.shape[0]
@@ -85,7 +94,7 @@ def density_adaptivity(embeddings, labels, alpha, d0, *, eta: float = 0.5, valid
   cross = d0_eta[None, :] * alpha[:, None] - d0_eta[:, None] * alpha[None, :]
   both = present[:, None] & present[None, :]
   ratio = jnp.sum(jnp.where(both, jnp.square(cross), 0.0))
-  return _safe_divide(fit - spread, num_present) + _safe_divide(ratio, jnp.square(num_present))
+  return _safe_divide(fit - spread, num_present) + _safe_divide(ratio, jnp.square(num_present)) + alarm
 
 
 def global_orthogonal(embeddings, labels, *, valid=None, alpha: float = 1.0):
@@ -109,7 +118,7 @@ def global_orthogonal(embeddings, labels, *, valid=None, alpha: float = 1.0):
   References:
     Zhang, Yu, Kumar, Chang, "Learning spread-out local feature descriptors", ICCV 2017.
   """
-  embeddings, labels, valid = _check_inputs(embeddings, labels, valid)
+  embeddings, labels, valid, alarm = _check_inputs(embeddings, labels, valid)
   _checks.check_positive(alpha, "alpha", strict=False)
   sim = pairwise.cosine_similarity(embeddings)
   neg = (labels[:, None] != labels[None, :]) & valid[:, None] & valid[None, :]
@@ -118,7 +127,7 @@ def global_orthogonal(embeddings, labels, *, valid=None, alpha: float = 1.0):
   m2 = _safe_divide(jnp.sum(jnp.where(neg, jnp.square(sim), 0.0)), count)
   dim = embeddings.shape[1]
   value = jnp.square(m1) + jnp.maximum(m2 - 1.0 / dim, 0.0)
-  return alpha * jnp.where(count > 0, value, 0.0)
+  return alpha * jnp.where(count > 0, value, 0.0) + alarm
 
 
 def embedding_l2(embeddings, valid=None):
@@ -135,8 +144,9 @@ def embedding_l2(embeddings, valid=None):
   """
   embeddings = _checks.check_embeddings(embeddings, "embeddings")
   valid = _checks.check_valid(valid, embeddings.shape[0], "valid")
+  embeddings, alarm = _finite.sanitize(embeddings, valid[:, None])
   sq = jnp.where(valid, jnp.sum(jnp.square(embeddings), axis=1), 0.0)
-  return _safe_divide(jnp.sum(sq), jnp.sum(valid))
+  return _safe_divide(jnp.sum(sq), jnp.sum(valid)) + alarm
 
 
 def entropy(embeddings, labels, *, valid=None, temperature: float = 1.0):
@@ -155,7 +165,7 @@ def entropy(embeddings, labels, *, valid=None, temperature: float = 1.0):
   Returns:
     Scalar; 0 when no anchor has a negative.
   """
-  embeddings, labels, valid = _check_inputs(embeddings, labels, valid)
+  embeddings, labels, valid, alarm = _check_inputs(embeddings, labels, valid)
   _checks.check_positive(temperature, "temperature")
   sim = pairwise.cosine_similarity(embeddings) / temperature
   neg = (labels[:, None] != labels[None, :]) & valid[:, None] & valid[None, :]
@@ -166,7 +176,7 @@ def entropy(embeddings, labels, *, valid=None, temperature: float = 1.0):
   total = jnp.sum(e, axis=1, keepdims=True)
   logp = jnp.where(neg, shifted - jnp.log(jnp.where(has[:, None], total, 1.0)), 0.0)
   ent = -jnp.sum(jnp.where(neg, jnp.exp(logp) * logp, 0.0), axis=1)
-  return -_safe_divide(jnp.sum(jnp.where(has, ent, 0.0)), jnp.sum(has))
+  return -_safe_divide(jnp.sum(jnp.where(has, ent, 0.0)), jnp.sum(has)) + alarm
 
 
 __all__ = ["class_densities", "density_adaptivity", "global_orthogonal", "embedding_l2", "entropy"]

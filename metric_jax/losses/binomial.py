@@ -15,8 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, pairwise
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels
+from metric_jax.losses import _finite, _metric
+from metric_jax.losses._registry import register
 
 
 def binomial_deviance_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
@@ -45,22 +46,27 @@ def binomial_deviance_loss(matrix, query_labels, key_labels=None, *, query_valid
   _checks.check_positive(alpha, "alpha")
   _checks.check_positive(neg_cost, "neg_cost")
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   num_pos = jnp.sum(masks.positive)
   num_neg = jnp.sum(masks.negative)
   pos_terms = jax.nn.softplus(-alpha * (matrix - beta))
   neg_terms = jax.nn.softplus(alpha * neg_cost * (matrix - beta))
   pos_part = jnp.sum(jnp.where(masks.positive, pos_terms, 0.0)) / jnp.maximum(num_pos, 1)
   neg_part = jnp.sum(jnp.where(masks.negative, neg_terms, 0.0)) / jnp.maximum(num_neg, 1)
-  return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0)
+  return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0) + alarm
 
 
 @register("binomial_deviance")
 def binomial_deviance(embeddings, labels, *, valid=None, alpha: float = 2.0, beta: float = 0.5,
-                      neg_cost: float = 25.0):
-  """Binomial deviance loss of `[B, D]` embeddings with `[B]` labels on cosine similarities."""
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  return binomial_deviance_loss(pairwise.cosine_similarity(embeddings), labels_, query_valid=valid, alpha=alpha,
-                                beta=beta, neg_cost=neg_cost)
+                      neg_cost: float = 25.0, similarity: str = "cosine"):
+  """Binomial deviance loss of `[B, D]` embeddings with `[B]` labels.
+
+  `similarity`: `"cosine"` (default, the paper's; embeddings L2-normalized inside) or `"dot"` (dot products of the
+  embeddings as given; `beta` is then on the dot-product scale).
+  """
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return binomial_deviance_loss(_metric.similarity_matrix(embeddings, similarity), labels_, query_valid=valid,
+                                alpha=alpha, beta=beta, neg_cost=neg_cost) + alarm
 
 
 __all__ = ["binomial_deviance_loss", "binomial_deviance"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels as _labels, pairwise
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels as _labels
+from metric_jax.losses import _finite, _metric
+from metric_jax.losses._registry import register
 
 REDUCTIONS = ("mean_nonzero", "mean", "sum")
-DISTANCES = ("euclidean", "squared_euclidean")
+DISTANCES = _metric.DISTANCES   # "euclidean", "squared_euclidean", "cosine" (1 - cos)
 
 
 def _safe_divide(num, den):
@@ -59,17 +60,18 @@ def contrastive_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   _checks.check_choice(reduction, "reduction", REDUCTIONS)
   _checks.check_choice(hinge_power, "hinge_power", (1, 2))
   _checks.check_positive(neg_margin, "neg_margin", strict=False)
+  d, alarm = _finite.sanitize(d, masks.valid)
   scale = 1.0 if hinge_power == 1 else 0.5
   pos_terms = jnp.where(masks.positive, scale * jnp.maximum(d - pos_margin, 0.0) ** hinge_power, 0.0)
   neg_terms = jnp.where(masks.negative, scale * jnp.maximum(neg_margin - d, 0.0) ** hinge_power, 0.0)
   if reduction == "sum":
-    return jnp.sum(pos_terms) + jnp.sum(neg_terms)
+    return jnp.sum(pos_terms) + jnp.sum(neg_terms) + alarm
   if reduction == "mean":
     count = jnp.sum(masks.positive) + jnp.sum(masks.negative)
-    return _safe_divide(jnp.sum(pos_terms) + jnp.sum(neg_terms), count)
+    return _safe_divide(jnp.sum(pos_terms) + jnp.sum(neg_terms), count) + alarm
   pos_count = jnp.sum(jax.lax.stop_gradient(pos_terms) > 0)
   neg_count = jnp.sum(jax.lax.stop_gradient(neg_terms) > 0)
-  return _safe_divide(jnp.sum(pos_terms), pos_count) + _safe_divide(jnp.sum(neg_terms), neg_count)
+  return _safe_divide(jnp.sum(pos_terms), pos_count) + _safe_divide(jnp.sum(neg_terms), neg_count) + alarm
 
 
 def pairnet_loss(sq_distance, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
@@ -101,14 +103,10 @@ def pairnet_loss(sq_distance, query_labels, key_labels=None, *, query_valid=None
   _checks.check_positive(b, "b", strict=False)
   if isinstance(b, (int, float)) and isinstance(m, (int, float)) and b > m:
     raise ValueError(f"`b` must satisfy 0 <= b <= m, got b={b}, m={m}.")
+  d2, alarm = _finite.sanitize(d2, masks.valid)
   y = jnp.where(masks.positive, 1.0, -1.0)
   terms = jnp.where(masks.valid, jnp.maximum(b - y * (m - d2), 0.0), 0.0)
-  return _safe_divide(jnp.sum(terms), jnp.sum(masks.valid))
-
-
-def _distance(embeddings, distance):
-  _checks.check_choice(distance, "distance", DISTANCES)
-  return pairwise.get(distance)(embeddings)
+  return _safe_divide(jnp.sum(terms), jnp.sum(masks.valid)) + alarm
 
 
 @register("contrastive")
@@ -116,19 +114,26 @@ def contrastive(embeddings, labels, *, valid=None, distance: str = "euclidean", 
                 neg_margin: float = 1.0, hinge_power: int = 1, reduction: str = "mean_nonzero"):
   """Contrastive loss of a `[B, D]` batch with integer labels `[B]`; see `contrastive_loss`.
 
-  `distance`: `"euclidean"` (default, pytorch-metric-learning's `LpDistance(normalize_embeddings=False)`) or
-  `"squared_euclidean"`. Embeddings are used as given (normalize them first for the reference library's default).
+  `distance`: `"euclidean"` (default, pytorch-metric-learning's `LpDistance(normalize_embeddings=False)`),
+  `"squared_euclidean"` or `"cosine"` (`1 - cos`, embeddings L2-normalized inside). Euclidean distances use the
+  embeddings as given (normalize them first for the reference library's default). Hadsell et al.'s loss is
+  `hinge_power=2` on the (plain) Euclidean distance.
   """
-  embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
-  return contrastive_loss(_distance(embeddings, distance), labels, query_valid=valid, pos_margin=pos_margin,
-                          neg_margin=neg_margin, hinge_power=hinge_power, reduction=reduction)
+  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return contrastive_loss(_metric.distance_matrix(embeddings, distance), labels, query_valid=valid,
+                          pos_margin=pos_margin, neg_margin=neg_margin, hinge_power=hinge_power,
+                          reduction=reduction) + alarm
 
 
 @register("pairnet")
-def pairnet(embeddings, labels, *, valid=None, b: float = 0.5, m: float = 1.0):
-  """PairNet PLoss of a `[B, D]` batch on squared Euclidean distances; see `pairnet_loss`."""
-  embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
-  return pairnet_loss(pairwise.squared_euclidean(embeddings), labels, query_valid=valid, b=b, m=m)
+def pairnet(embeddings, labels, *, valid=None, b: float = 0.5, m: float = 1.0, distance: str = "squared_euclidean"):
+  """PairNet PLoss of a `[B, D]` batch; see `pairnet_loss`.
+
+  `distance`: `"squared_euclidean"` (default, the paper's `D^2`), `"euclidean"` or `"cosine"` (`1 - cos`): the band
+  `max(0, b - Y (m - D))` is then placed on that distance instead of `D^2`.
+  """
+  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return pairnet_loss(_metric.distance_matrix(embeddings, distance), labels, query_valid=valid, b=b, m=m) + alarm
 
 
 __all__ = ["contrastive_loss", "pairnet_loss", "contrastive", "pairnet", "REDUCTIONS"]

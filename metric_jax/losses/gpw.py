@@ -61,11 +61,12 @@ import jax
 import jax.numpy as jnp
 
 from metric_jax import _checks, labels as _labels, mining as _mining, pairwise, weighting as _weighting
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax.losses import _finite, _metric
+from metric_jax.losses._registry import register
 
 REDUCTIONS = ("mean", "anchor_mean", "sum")
 DEFAULT_POSITIVE_SLOTS = 8  # as `metric_jax.losses.triplet.DEFAULT_POSITIVE_SLOTS`
-DISTANCES = ("euclidean", "squared_euclidean", "negative_cosine")
+DISTANCES = _metric.DISTANCES + ("negative_cosine",)   # "cosine" is 1 - cos; "negative_cosine" is -cos (D = -S)
 
 
 def _safe_divide(num, den):
@@ -208,6 +209,7 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
                 (("alpha", alpha), ("beta", beta)))
   if isinstance(pos_margin, (int, float)) and isinstance(neg_margin, (int, float)) and pos_margin > neg_margin:
     raise ValueError(f"`pos_margin` (m1={pos_margin}) must not exceed `neg_margin` (m2={neg_margin}).")
+  d, alarm = _finite.sanitize(d, masks.valid)
   pos, neg = _mining.mine_pairs(mining, d, masks.positive, masks.negative, pos_threshold=pos_margin,
                                 neg_threshold=neg_margin, margin=margin, epsilon=epsilon)
   x_pos = d - pos_margin
@@ -220,7 +222,7 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
            + _potential(_element_stats(x_neg, neg, weighting, q, beta), weighting, normalize, q, beta,
                         normalize_offset))
   num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
-  return _reduce(total, reduction, jnp.sum(pos) + jnp.sum(neg), num_queries)
+  return _reduce(total, reduction, jnp.sum(pos) + jnp.sum(neg), num_queries) + alarm
 
 
 def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int = 8) -> _Stats:
@@ -359,6 +361,7 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   num_slots = _mining.check_num_slots(positive_slots)
   if method == "sorted" and weighting == "power":
     raise ValueError("`method='sorted'` needs separable weights (`weighting` 'constant' or 'exponential').")
+  d, alarm = _finite.sanitize(d, masks.valid)
   window = _mining.mine_triplets(mining, d, masks.positive, masks.negative, pos_threshold=pos_threshold,
                                  neg_threshold=neg_threshold, margin=margin, epsilon=epsilon)
   if hinge:
@@ -384,29 +387,30 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
     stats = general(d)
   total = _potential(stats, weighting, normalize, p, alpha, normalize_offset)
   num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
-  return _reduce(total, reduction, jnp.sum(stats.count), num_queries)
+  return _reduce(total, reduction, jnp.sum(stats.count), num_queries) + alarm
 
 
 def _distance(embeddings, distance):
-  _checks.check_choice(distance, "distance", DISTANCES)
   if distance == "negative_cosine":
     return -pairwise.cosine_similarity(embeddings)
-  return pairwise.get(distance)(embeddings)
+  return _metric.distance_matrix(embeddings, distance, DISTANCES)
 
 
 @register("gpw_pair")
 def gpw_pair(embeddings, labels, *, valid=None, distance: str = "euclidean", **hparams):
-  """GPW pair form of a `[B, D]` batch; `distance` in `DISTANCES` (`"squared_euclidean"`: Eq. 35-37 variants,
-  `"negative_cosine"`: `D = -cos`). Other hyperparameters: `gpw_pair_loss`."""
-  embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
-  return gpw_pair_loss(_distance(embeddings, distance), labels, query_valid=valid, **hparams)
+  """GPW pair form of a `[B, D]` batch; `distance` in `DISTANCES`: `"euclidean"` (default), `"squared_euclidean"`
+  (Eq. 35-37 variants), `"cosine"` (`D = 1 - cos`) or `"negative_cosine"` (`D = -cos`, the paper's similarity form
+  with thresholds `m = -lambda`); the cosine forms L2-normalize the embeddings inside. Other hyperparameters:
+  `gpw_pair_loss`."""
+  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return gpw_pair_loss(_distance(embeddings, distance), labels, query_valid=valid, **hparams) + alarm
 
 
 @register("gpw_triplet")
 def gpw_triplet(embeddings, labels, *, valid=None, distance: str = "euclidean", **hparams):
   """GPW triplet form of a `[B, D]` batch; `distance` as in `gpw_pair`. Other hyperparameters: `gpw_triplet_loss`."""
-  embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
-  return gpw_triplet_loss(_distance(embeddings, distance), labels, query_valid=valid, **hparams)
+  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return gpw_triplet_loss(_distance(embeddings, distance), labels, query_valid=valid, **hparams) + alarm
 
 
 __all__ = ["gpw_pair_loss", "gpw_triplet_loss", "gpw_pair", "gpw_triplet", "REDUCTIONS", "DISTANCES"]

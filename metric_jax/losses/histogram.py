@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from metric_jax import labels, pairwise
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax.losses import _finite
+from metric_jax.losses._registry import register
 
 
 def _check_bins(num_bins, margin_bins):
@@ -96,19 +97,23 @@ def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, k
   """
   _check_bins(num_bins, margin_bins)
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   (h_pos, h_neg), (num_pos, num_neg) = _histograms(matrix, [masks.positive, masks.negative], num_bins)
   cdf_pos = jnp.cumsum(h_pos)
   shifted = jnp.minimum(jnp.arange(num_bins + 1) + margin_bins, num_bins)
   loss = jnp.sum(h_neg * cdf_pos[shifted])
-  return jnp.where((num_pos > 0) & (num_neg > 0), loss, 0.0)
+  return jnp.where((num_pos > 0) & (num_neg > 0), loss, 0.0) + alarm
 
 
 @register("histogram")
 def histogram(embeddings, labels, *, valid=None, num_bins: int = 100, margin_bins: int = 0):
-  """Histogram loss of `[B, D]` embeddings with `[B]` labels on cosine similarities (see `histogram_loss`)."""
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
+  """Histogram loss of `[B, D]` embeddings with `[B]` labels on cosine similarities (see `histogram_loss`).
+
+  Cosine only: the histogram nodes span `[-1, 1]`, the range of the cosine (embeddings L2-normalized inside).
+  """
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
   return histogram_loss(pairwise.cosine_similarity(embeddings), labels_, query_valid=valid, num_bins=num_bins,
-                        margin_bins=margin_bins)
+                        margin_bins=margin_bins) + alarm
 
 
 __all__ = ["similarity_histogram", "histogram_loss", "histogram"]

@@ -19,9 +19,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, pairwise
-from metric_jax.losses import _lse
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels
+from metric_jax.losses import _finite, _lse, _metric
+from metric_jax.losses._registry import register
 
 
 def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
@@ -50,6 +50,7 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
   """
   _checks.check_positive(margin, "margin", strict=False)
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   neg_logits = margin - matrix
   row_lse, row_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=1)  # [B]: Σ_{k∈N(i)}
   col_lse, col_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=0)  # [M]: Σ_{l∈N(j)}
@@ -63,7 +64,7 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
   hinge = jax.nn.relu(jnp.where(active, neg_lse + matrix, 0.0))
   num_pos = jnp.sum(masks.positive)
   total = jnp.sum(jnp.where(active, jnp.square(hinge), 0.0))
-  return total / (2.0 * jnp.maximum(num_pos, 1))
+  return total / (2.0 * jnp.maximum(num_pos, 1)) + alarm
 
 
 def generalized_lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
@@ -87,27 +88,37 @@ def generalized_lifted_structure_loss(matrix, query_labels, key_labels=None, *, 
     Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding", CVPR 2016.
   """
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   pos_lse, has_pos = _lse.masked_logsumexp(matrix - pos_margin, masks.positive, axis=1)
   neg_lse, has_neg = _lse.masked_logsumexp(neg_margin - matrix, masks.negative, axis=1)
   anchors = has_pos & has_neg
   per_anchor = jax.nn.relu(jnp.where(anchors, pos_lse + neg_lse, 0.0))
-  return _lse.safe_mean(per_anchor, anchors)
+  return _lse.safe_mean(per_anchor, anchors) + alarm
 
 
 @register("lifted_structure")
-def lifted_structure(embeddings, labels, *, valid=None, margin: float = 1.0):
-  """Lifted structured loss of `[B, D]` embeddings with `[B]` labels on Euclidean distances."""
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  return lifted_structure_loss(pairwise.euclidean(embeddings), labels_, query_valid=valid, margin=margin)
+def lifted_structure(embeddings, labels, *, valid=None, margin: float = 1.0, distance: str = "euclidean"):
+  """Lifted structured loss of `[B, D]` embeddings with `[B]` labels.
+
+  `distance`: `"euclidean"` (default, the paper's; embeddings used as given), `"squared_euclidean"` or `"cosine"`
+  (`1 - cos`, embeddings L2-normalized inside).
+  """
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return lifted_structure_loss(_metric.distance_matrix(embeddings, distance), labels_, query_valid=valid,
+                               margin=margin) + alarm
 
 
 @register("generalized_lifted_structure")
 def generalized_lifted_structure(embeddings, labels, *, valid=None, pos_margin: float = 0.0,
-                                 neg_margin: float = 1.0):
-  """Generalized lifted structure loss of `[B, D]` embeddings with `[B]` labels on Euclidean distances."""
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  return generalized_lifted_structure_loss(pairwise.euclidean(embeddings), labels_, query_valid=valid,
-                                           pos_margin=pos_margin, neg_margin=neg_margin)
+                                 neg_margin: float = 1.0, distance: str = "euclidean"):
+  """Generalized lifted structure loss of `[B, D]` embeddings with `[B]` labels.
+
+  `distance`: `"euclidean"` (default, the paper's; embeddings used as given), `"squared_euclidean"` or `"cosine"`
+  (`1 - cos`, embeddings L2-normalized inside).
+  """
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return generalized_lifted_structure_loss(_metric.distance_matrix(embeddings, distance), labels_, query_valid=valid,
+                                           pos_margin=pos_margin, neg_margin=neg_margin) + alarm
 
 
 __all__ = [

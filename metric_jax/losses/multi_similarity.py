@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, mining as mining_lib, pairwise
-from metric_jax.losses import _lse
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels, mining as mining_lib
+from metric_jax.losses import _finite, _lse, _metric
+from metric_jax.losses._registry import register
 
 
 def _check_bool(value, name):
@@ -67,6 +67,7 @@ def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=
   _check_bool(plus_one, "plus_one")
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
   query_valid = _checks.check_valid(query_valid, matrix.shape[0], "query_valid")
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   positive, negative = masks.positive, masks.negative
   if mining:
     positive, negative = mining_lib.multi_similarity_pairs(matrix, positive, negative, epsilon=epsilon)
@@ -74,16 +75,21 @@ def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=
   neg_lse, has_neg = _lse.masked_logsumexp(beta * (matrix - base), negative, axis=1, add_one=plus_one)
   anchors = has_pos & has_neg
   per_anchor = jnp.where(anchors, pos_lse / alpha + neg_lse / beta, 0.0)
-  return jnp.sum(per_anchor) / jnp.maximum(jnp.sum(query_valid), 1)
+  return jnp.sum(per_anchor) / jnp.maximum(jnp.sum(query_valid), 1) + alarm
 
 
 @register("multi_similarity")
 def multi_similarity(embeddings, labels, *, valid=None, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
-                     mining: bool = True, epsilon: float = 0.1, plus_one: bool = True):
-  """Multi-similarity loss of `[B, D]` embeddings with `[B]` labels on cosine similarities."""
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  return multi_similarity_loss(pairwise.cosine_similarity(embeddings), labels_, query_valid=valid, alpha=alpha,
-                               beta=beta, base=base, mining=mining, epsilon=epsilon, plus_one=plus_one)
+                     mining: bool = True, epsilon: float = 0.1, plus_one: bool = True, similarity: str = "cosine"):
+  """Multi-similarity loss of `[B, D]` embeddings with `[B]` labels.
+
+  `similarity`: `"cosine"` (default, the paper's; embeddings L2-normalized inside) or `"dot"` (dot products of the
+  embeddings as given; `base` and `epsilon` are then on the dot-product scale).
+  """
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return multi_similarity_loss(_metric.similarity_matrix(embeddings, similarity), labels_, query_valid=valid,
+                               alpha=alpha, beta=beta, base=base, mining=mining, epsilon=epsilon,
+                               plus_one=plus_one) + alarm
 
 
 __all__ = ["multi_similarity_loss", "multi_similarity"]

@@ -14,9 +14,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, pairwise
-from metric_jax.losses import _lse
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels
+from metric_jax.losses import _finite, _lse, _metric
+from metric_jax.losses._registry import register
 
 
 def nca_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
@@ -42,19 +42,26 @@ def nca_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_val
   """
   _checks.check_positive(softmax_scale, "softmax_scale")
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   logits = -softmax_scale * matrix
   pos_lse, has_pos = _lse.masked_logsumexp(logits, masks.positive, axis=1)
   neg_lse, has_neg = _lse.masked_logsumexp(logits, masks.negative, axis=1)
   # logsumexp_{all} − logsumexp_{pos} = softplus(logsumexp_{neg} − logsumexp_{pos}), without the cancellation.
   per_query = jnp.where(has_neg, jax.nn.softplus(jnp.where(has_neg, neg_lse - pos_lse, 0.0)), 0.0)
-  return _lse.safe_mean(per_query, has_pos)
+  return _lse.safe_mean(per_query, has_pos) + alarm
 
 
 @register("nca")
-def nca(embeddings, labels, *, valid=None, softmax_scale: float = 1.0):
-  """NCA loss of `[B, D]` embeddings with `[B]` labels on squared Euclidean distances (see `nca_loss`)."""
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  return nca_loss(pairwise.squared_euclidean(embeddings), labels_, query_valid=valid, softmax_scale=softmax_scale)
+def nca(embeddings, labels, *, valid=None, softmax_scale: float = 1.0, distance: str = "squared_euclidean"):
+  """NCA loss of `[B, D]` embeddings with `[B]` labels (see `nca_loss`).
+
+  `distance`: `"squared_euclidean"` (default, Goldberger et al.'s; embeddings used as given), `"euclidean"` or
+  `"cosine"` (`1 - cos`, embeddings L2-normalized inside; pick a larger `softmax_scale`, as the distances lie in
+  `[0, 2]`).
+  """
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  return nca_loss(_metric.distance_matrix(embeddings, distance), labels_, query_valid=valid,
+                  softmax_scale=softmax_scale) + alarm
 
 
 __all__ = ["nca_loss", "nca"]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, pairwise
-from metric_jax.losses import _lse
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels
+from metric_jax.losses import _finite, _lse, _metric
+from metric_jax.losses._registry import register
 
 
 def _check_bool(value, name):
@@ -36,10 +36,13 @@ def _npair_tuples(matrix, query_labels, key_labels, query_valid, key_valid, self
   """Locates the tuples of the N-pair convention above inside the `[B, M]` matrix (no gather of its columns).
 
   Returns:
-    `(matrix, is_anchor [B], pos_key [B], tuple_mask [B, M], num_anchors)`: `pos_key[i]` is the positive key of
-    anchor i, and `tuple_mask[i, k]` marks the positives of the *other* anchors, i.e. the negatives of anchor i's tuple.
+    `(matrix, is_anchor [B], pos_key [B], tuple_mask [B, M], alarm)`: the sanitized matrix (see
+    `metric_jax.losses._finite`), `pos_key[i]` the positive key of anchor i, `tuple_mask[i, k]` marking the positives
+    of the *other* anchors, i.e. the negatives of anchor i's tuple, and the alarm scalar (NaN when a valid pair's entry
+    is not finite).
   """
   matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
+  matrix, alarm = _finite.sanitize(matrix, masks.valid)
   num_queries, num_keys = matrix.shape
   query_labels = jnp.asarray(query_labels)
   has_pos = jnp.any(masks.positive, axis=1)
@@ -50,7 +53,7 @@ def _npair_tuples(matrix, query_labels, key_labels, query_valid, key_valid, self
   is_anchor = has_pos & ~taken
   is_pos_key = jnp.zeros((num_keys,), bool).at[pos_key].max(is_anchor)
   tuple_mask = is_anchor[:, None] & is_pos_key[None, :] & (pos_key[:, None] != jnp.arange(num_keys)[None, :])
-  return matrix, is_anchor, pos_key, tuple_mask
+  return matrix, is_anchor, pos_key, tuple_mask, alarm
 
 
 def _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode: str):
@@ -70,15 +73,15 @@ def _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode: str):
 
 def _npair_matrix_loss(mode, matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric):
   _check_bool(symmetric, "symmetric")
-  matrix, is_anchor, pos_key, tuple_mask = _npair_tuples(matrix, query_labels, key_labels, query_valid, key_valid,
-                                                         self_offset)
+  matrix, is_anchor, pos_key, tuple_mask, alarm = _npair_tuples(matrix, query_labels, key_labels, query_valid,
+                                                                key_valid, self_offset)
   row, col = _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode)
   # A single pair has no negative: its term is exactly 0 (mc: log 1, ovo: empty sum), as the contract requires.
   num_anchors = jnp.sum(is_anchor)
   loss = jnp.sum(jnp.where(is_anchor, row, 0.0))
   if symmetric:  # the column terms live on the positive keys; keys that are no anchor's positive have no term (0).
     loss = 0.5 * (loss + jnp.sum(col))
-  return loss / jnp.maximum(num_anchors, 1)
+  return loss / jnp.maximum(num_anchors, 1) + alarm
 
 
 def npair_mc_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
@@ -130,8 +133,8 @@ def _embedding_l2(embeddings, valid, l2_reg):
   return l2_reg * _lse.safe_mean(sq_norms, valid)
 
 
-def _anchor_positive_matrix(embeddings, labels_, valid):
-  """The compact `[K, K]` dot-product matrix `A Pᵀ` of anchors × positives, `K = max(B // 2, 1)`.
+def _anchor_positive_matrix(embeddings, labels_, valid, similarity):
+  """The compact `[K, K]` similarity matrix `A Pᵀ` of anchors × positives, `K = max(B // 2, 1)`.
 
   Every anchor owns a distinct positive, so a batch of B rows has at most B // 2 tuples. The anchors (picked with the
   convention of the module docstring on the label masks alone) are moved to the first slots; slots past the number of
@@ -150,35 +153,38 @@ def _anchor_positive_matrix(embeddings, labels_, valid):
   slot_valid = is_anchor[anchor_rows]
   anchors = jnp.take(embeddings, anchor_rows, axis=0)
   positives = jnp.take(embeddings, pos_key[anchor_rows], axis=0)
-  return pairwise.dot_product(anchors, positives), jnp.arange(num_slots), slot_valid
+  return _metric.similarity_matrix(anchors, similarity, keys=positives), jnp.arange(num_slots), slot_valid
 
 
 @register("npair_mc")
-def npair_mc(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0):
+def npair_mc(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0,
+             similarity: str = "dot"):
   """N-pair-mc loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
 
-  Equal to `npair_mc_loss` on the full `[B, B]` dot-product matrix, but computed on the `[B/2, B/2]` matrix of anchors
-  × positives only. `l2_reg` is the paper's L2 regularizer of the (unnormalized) embedding norms; 0 turns it off (the
-  default, so that a batch without pairs gives exactly 0).
+  Equal to `npair_mc_loss` on the full `[B, B]` similarity matrix, but computed on the `[B/2, B/2]` matrix of anchors
+  × positives only. `similarity`: `"dot"` (default, the paper's; embeddings used as given) or `"cosine"` (embeddings
+  L2-normalized inside; the logits then lie in `[-1, 1]`). `l2_reg` is the paper's L2 regularizer of the
+  (unnormalized) embedding norms; 0 turns it off (the default, so that a batch without pairs gives exactly 0).
   """
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid)
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid, similarity)
   loss = npair_mc_loss(matrix, slot_labels, slot_labels, query_valid=slot_valid, key_valid=slot_valid,
                        self_offset=None, symmetric=symmetric)
-  return loss + _embedding_l2(embeddings, valid, l2_reg)
+  return loss + _embedding_l2(embeddings, valid, l2_reg) + alarm
 
 
 @register("npair_ovo")
-def npair_ovo(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0):
+def npair_ovo(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0,
+              similarity: str = "dot"):
   """N-pair-ovo loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
 
-  Computed, like `npair_mc`, on the `[B/2, B/2]` matrix of anchors × positives.
+  Computed, like `npair_mc`, on the `[B/2, B/2]` matrix of anchors × positives; `similarity` as in `npair_mc`.
   """
-  embeddings, labels_, valid = check_embedding_inputs(embeddings, labels, valid)
-  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid)
+  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
+  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid, similarity)
   loss = npair_ovo_loss(matrix, slot_labels, slot_labels, query_valid=slot_valid, key_valid=slot_valid,
                         self_offset=None, symmetric=symmetric)
-  return loss + _embedding_l2(embeddings, valid, l2_reg)
+  return loss + _embedding_l2(embeddings, valid, l2_reg) + alarm
 
 
 __all__ = ["npair_mc_loss", "npair_ovo_loss", "npair_mc", "npair_ovo"]

@@ -7,8 +7,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels as _labels, mining as _mining, pairwise
-from metric_jax.losses._registry import check_embedding_inputs, register
+from metric_jax import _checks, labels as _labels, mining as _mining
+from metric_jax.losses import _finite, _metric
+from metric_jax.losses._registry import register
 
 MININGS = ("all", "hard", "semihard")
 REDUCTIONS = ("mean_nonzero", "mean", "sum")
@@ -94,7 +95,12 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
     raise TypeError(f"`soft` must be a bool, got {soft!r}.")
   num_slots = _mining.check_num_slots(positive_slots)
   pos, neg = masks.positive, masks.negative
+  d, alarm = _finite.sanitize(d, masks.valid)
+  return _triplet_value(d, pos, neg, margin, mining, soft, reduction, num_slots) + alarm
 
+
+def _triplet_value(d, pos, neg, margin, mining: str, soft: bool, reduction: str, num_slots: int):
+  """`triplet_loss` on a sanitized distance matrix and its positive / negative masks."""
   if mining == "hard":
     hard_pos, hard_neg, has = _mining.batch_hard_indices(d, pos, neg)
     d_ap = jnp.take_along_axis(d, hard_pos[:, None], axis=1)[:, 0]
@@ -215,18 +221,25 @@ def window_counts(distance, window: _mining.TripletWindow):
 
 @register("triplet")
 def triplet(embeddings, labels, *, valid=None, margin: float = 0.2, mining: str = "all", soft: bool = False,
-            squared: bool = False, reduction: str = "mean_nonzero", positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
+            distance: str = "euclidean", squared: bool = False, reduction: str = "mean_nonzero",
+            positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
   """Triplet loss of a `[B, D]` batch with integer labels `[B]`; see `triplet_loss`.
 
-  `squared`: use squared Euclidean distances (FaceNet) instead of Euclidean ones (default, pytorch-metric-learning's
-  `LpDistance(normalize_embeddings=False)`). Embeddings are used as given.
+  `distance`: `"euclidean"` (default, pytorch-metric-learning's `LpDistance(normalize_embeddings=False)`),
+  `"squared_euclidean"` (FaceNet) or `"cosine"` (`1 - cos`, embeddings L2-normalized inside); Euclidean distances use
+  the embeddings as given. `squared=True` is a shorthand for `distance="squared_euclidean"`.
   """
-  embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
+  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
   if not isinstance(squared, bool):
     raise TypeError(f"`squared` must be a bool, got {squared!r}.")
-  d = pairwise.squared_euclidean(embeddings) if squared else pairwise.euclidean(embeddings)
+  if squared:
+    if distance not in ("euclidean", "squared_euclidean"):
+      raise ValueError(f"`squared=True` means `distance='squared_euclidean'`; it conflicts with "
+                       f"`distance={distance!r}`.")
+    distance = "squared_euclidean"
+  d = _metric.distance_matrix(embeddings, distance)
   return triplet_loss(d, labels, query_valid=valid, margin=margin, mining=mining, soft=soft, reduction=reduction,
-                      positive_slots=positive_slots)
+                      positive_slots=positive_slots) + alarm
 
 
 __all__ = ["triplet_loss", "triplet", "window_counts", "MININGS", "REDUCTIONS", "DEFAULT_POSITIVE_SLOTS"]

@@ -121,7 +121,7 @@ def test_bad_hyperparameters_name_the_argument():
   with pytest.raises(ValueError, match="hinge_power"):
     contrastive(EMB, LABELS, hinge_power=3)
   with pytest.raises(ValueError, match="distance"):
-    contrastive(EMB, LABELS, distance="cosine")
+    contrastive(EMB, LABELS, distance="dot")
   with pytest.raises(ValueError, match="`b`"):
     pairnet(EMB, LABELS, b=2.0, m=1.0)
   with pytest.raises(ValueError, match="`m`"):
