@@ -11,8 +11,9 @@ positive or negative noise instead of 0, differently in each mode. A loss that c
 distances then changes its value between modes. Two measures remove the noise:
 
 - square matrices (`keys=None`) take `|q_i|^2` from the diagonal of the Gram matrix `Q Q^T` itself, so for identical
-  rows `i`, `j` the three terms are the same matmul entries and cancel exactly (also under reduced-precision matmuls,
-  e.g. TF32 on GPUs, whose input rounding is then the same for all three);
+  rows `i`, `j` the three terms are entries of the same matmul that compute the same products in the same order, and
+  cancel exactly (verified on CPU; the same argument covers reduced-precision matmuls such as TF32 on GPUs, whose
+  input rounding is then the same for all three terms, as long as the kernel accumulates every entry alike);
 - a relative clamp: a squared distance `D_ij <= tol * (|q_i|^2 + |k_j|^2)` is exactly 0, and a cosine similarity
   `>= 1 - tol` (`<= -1 + tol`) is exactly 1 (-1), with `tol = (4 + 2 sqrt(D)) * eps` (`eps` the machine epsilon of the
   dtype; `cancellation_tolerance`).
