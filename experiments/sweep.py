@@ -340,43 +340,39 @@ def plot_sweep(sweep: Sweep, results: dict, results_dir: str) -> List[str]:
   plt.close(fig)
   paths.append(path)
 
-  fig, ax = plt.subplots(figsize=(7, 4.2))
-  cmap = plt.get_cmap("tab20")
-  for i, r in enumerate(rows):
-    recs = results["variants"][results["rows"][r]]["records"]
+  def eval_curve(recs):
     key = "validation" if "validation" in recs[0]["untrained"] else "test"
     metric = "map@r" if "map@r" in recs[0]["untrained"][key] else next(iter(recs[0]["untrained"][key]))
     steps = [0] + [e["step"] for e in recs[0]["evals"]]
     vals = np.asarray([[rec["untrained"][key][metric]] + [e[key][metric] for e in rec["evals"]] for rec in recs
                        if len(rec["evals"]) == len(recs[0]["evals"])])
-    ax.plot(steps, vals.mean(0), color=cmap(i % 20), lw=1.2,
-            label=results["variants"][results["rows"][r]]["label"])
-  ax.set(xlabel="step", ylabel=f"{key} {metric} (mean over seeds)", title=f"{sweep.name}: {key} curves")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=6, ncol=2)
-  fig.tight_layout()
-  path = os.path.join(results_dir, f"{sweep.name}_curves.png")
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  paths.append(path)
+    return steps, vals.mean(0), f"{key} {metric} (mean over seeds)"
 
-  fig, ax = plt.subplots(figsize=(7, 4.2))
-  for i, r in enumerate(rows):
-    recs = results["variants"][results["rows"][r]]["records"]
+  def loss_curve(recs):
     curves = [np.asarray(rec["train_curve"], np.float64).reshape(-1, 2) for rec in recs]
     n = min(len(cv) for cv in curves)
     mean = np.mean([cv[:n, 1] for cv in curves], axis=0)
-    ax.plot(curves[0][:n, 0], mean, color=cmap(i % 20), lw=1.0,
-            label=results["variants"][results["rows"][r]]["label"])
-  ax.set(xlabel="step", ylabel="training loss (interval mean, mean over seeds)", title=f"{sweep.name}: training loss")
-  ax.set_yscale("symlog", linthresh=1e-2)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=6, ncol=2)
-  fig.tight_layout()
-  path = os.path.join(results_dir, f"{sweep.name}_loss.png")
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  paths.append(path)
+    return curves[0][:n, 0], mean, "training loss (interval mean, mean over seeds)"
+
+  for suffix, curve, title, log_scale in (("curves", eval_curve, "evaluation curves", False),
+                                          ("loss", loss_curve, "training loss", True)):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    cmap = plt.get_cmap("tab20")
+    ylabel = ""
+    for i, r in enumerate(rows):
+      v = results["variants"][results["rows"][r]]
+      x, y, ylabel = curve(v["records"])
+      ax.plot(x, y, color=cmap(i % 20), lw=1.1, label=v["label"])
+    ax.set(xlabel="step", ylabel=ylabel, title=f"{sweep.name}: {title}")
+    if log_scale:
+      ax.set_yscale("symlog", linthresh=1e-2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path = os.path.join(results_dir, f"{sweep.name}_{suffix}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    paths.append(path)
   return paths
 
 
