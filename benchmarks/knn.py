@@ -8,7 +8,7 @@ Products test-set size) by inner product, the row itself excluded.
   - metric_jax: `knn(x, None, k, metric="dot", exclude_self=True)`.
   - faiss: `IndexFlatIP`, `search(x, k + 1)`, then each row's own index is dropped (the last column when absent).
 
-Kinds of data (`--kinds`), each from a fixed seed; labels (for the Recall@1 column) are the cluster a row was drawn from:
+Kinds of data (`--kinds`), each from a fixed seed; labels (for the Recall@1 column) are the cluster of a row:
   - clustered: L2-normalized Gaussian clusters (N / 5 centres, noise 0.7): neighbours are meaningful, Recall@1 ~1.
   - unstructured: the same centres with noise 2.9: little class structure (Recall@1 ~0.007, like the untrained
     network every training run evaluates first).
@@ -18,9 +18,9 @@ Kinds of data (`--kinds`), each from a fixed seed; labels (for the Recall@1 colu
 
 Timing: both methods run in this one process, alternating (faiss first in even rounds, metric_jax first in odd ones,
 the kinds in turn inside each round), so that the load of the shared machine falls on both (with `--baseline COMMIT`
-the knn.py of that commit runs in the same rounds too, to compare the kernel with an earlier one); `--repeats` timed runs each
-after one untimed warm-up (metric_jax's warm-up compiles its kernels; its first-call time is reported separately).
-The ratio is that of the median times. Peak RSS (`VmHWM`) is measured once per method and kind in a subprocess of
+the knn.py of that commit runs in the same rounds too, to compare the kernel with an earlier one); `--repeats` timed
+runs each after one untimed warm-up (metric_jax's warm-up compiles its kernels; its first-call time is reported
+separately). The ratio is that of the median times. Peak RSS (`VmHWM`) is measured once per method and kind in a subprocess of
 its own (interpreter, libraries, the data and one search). Neighbour sets are compared per row; a row whose sets
 differ is explained when every neighbour in one set and not the other scores within `--tie_tolerance` of that row's
 k-th best score (float32 rounding at equal scores). With `--kernel_cpu` (and `--baseline`) a subprocess with XLA on
@@ -348,8 +348,8 @@ def main(argv=None):
     worst_rss = max(peak[kind, "ours"] for kind in kinds)
     lines.append(f"Peak RSS of metric_jax: **{worst_rss / 2**30:.2f} GiB** at most (target < 2 GiB).")
   if baseline_rows:
-    lines += ["", f"Against the previous kernel (`metric_jax/evaluation/knn.py` at commit {args.baseline}), timed in the "
-              "same rounds:", "", "| data | previous median (s) | metric_jax median (s) | ratio now / previous | "
+    lines += ["", f"Against the previous kernel (`metric_jax/evaluation/knn.py` at commit {args.baseline}), timed in "
+              "the same rounds:", "", "| data | previous median (s) | metric_jax median (s) | ratio now / previous | "
               "previous runs (s) |", "|---|---:|---:|---:|---|"] + baseline_rows + [""]
   if kernel:
     lines += ["", "One chunk kernel (`_chunk_top_k`: 256 queries x all references, scores and exact top k) with XLA on "

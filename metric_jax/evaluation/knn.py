@@ -19,8 +19,9 @@ Each selection stage here therefore first finds the k-th largest value `t` of ev
 passes (bisection on the bits of an integer key that orders like the float: the largest `t` with `#{x >= t} >= k`),
 and hands `top_k` the row with every entry below `t` replaced by `-inf`. Fewer than k entries of that row exceed `t`
 and an entry equal to `t` can only displace a masked one, so the heap is replaced at most 2k times whatever the data,
-and the result (values, indices, tie order) is the one `top_k` gives on the unmasked row. The counting passes are fixed work: compares and sums over `[rows, columns]`
-tiles of `SELECT_TILE` query rows laid out column-major, which XLA vectorizes across the tile.
+and the result (values, indices, tie order) is the one `top_k` gives on the unmasked row. The counting passes are
+fixed work: compares and sums over `[columns, SELECT_TILE]` tiles of query rows laid out column-major, which XLA
+vectorizes across the tile.
 
 XLA runs `top_k` on one CPU thread, so query chunks are spread over `num_threads` Python threads (each with its own
 score buffer): one chunk's selection overlaps the next chunk's matmul, which itself uses every core.
