@@ -23,9 +23,9 @@ runs each after one untimed warm-up (metric_jax's warm-up compiles its kernels; 
 separately). The ratio is that of the median times. Peak RSS (`VmHWM`) is measured once per method and kind in a
 subprocess of its own (interpreter, libraries, the data and one search). Neighbour sets are compared per row; a row
 whose sets differ is explained when every neighbour in one set and not the other scores within `--tie_tolerance` of
-that row's k-th best score (float32 rounding at equal scores). With `--kernel_cpu` (and `--baseline`) a subprocess with XLA on
-one thread also times one compiled chunk kernel of today and of the baseline in CPU seconds, a figure the load of the
-machine hardly moves.
+that row's k-th best score (float32 rounding at equal scores). With `--kernel_cpu` (and `--baseline`) a subprocess
+with XLA on one thread also times one compiled chunk kernel of today and of the baseline in CPU seconds, a figure the
+load of the machine hardly moves.
 """
 
 from __future__ import annotations
