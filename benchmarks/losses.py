@@ -5,7 +5,8 @@ class and L2-normalized random embeddings, it times value-and-gradient with resp
 
 - the metric_jax loss, `jax.jit(jax.value_and_grad(loss))`, compile time measured separately (`lower().compile()`);
 - the floor: value-and-gradient of `sum(E @ E.T)` on the same input (one matmul forward, one backward);
-- the closest pytorch-metric-learning configuration, forward + backward on torch CPU with the same thread count;
+- the closest pytorch-metric-learning configuration, forward + backward on torch CPU with the same thread count
+  (or on `--torch-device`, e.g. `cuda`, synchronised after each run);
 
 Losses with learnable parameters (proxies, class weights, centres; `losses.has_params`) get parameters from
 `losses.init_params` for `--num-classes` C classes and are timed as value-and-gradient with respect to the embeddings
@@ -45,6 +46,7 @@ from metric_jax import losses
 
 SAMPLES_PER_CLASS = 4
 NUM_CLASSES = 1000            # classes of the losses with learnable parameters (`--num-classes`)
+TORCH_DEVICE_ENV = "METRIC_JAX_BENCH_TORCH_DEVICE"   # `--torch-device`, handed to the PML child processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,11 +233,14 @@ def _interleaved_ms(run: Callable[[], Any], floor_run: Callable[[], Any], repeat
   return 1e3 * statistics.median(loss_times), 1e3 * statistics.median(floor_times)
 
 
-def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int) -> float:
+def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int, device: str = "cpu") -> float:
   import torch
 
-  e = torch.tensor(embeddings, requires_grad=True)
-  y = torch.tensor(labels.astype(np.int64))
+  e = torch.tensor(embeddings, requires_grad=True, device=device)
+  y = torch.tensor(labels.astype(np.int64), device=device)
+  if isinstance(pml_fn, torch.nn.Module):
+    pml_fn.to(device)
+  cuda = torch.device(device).type == "cuda"
 
   def run():
     e.grad = None
@@ -243,6 +248,8 @@ def _time_pml(pml_fn: Callable, embeddings, labels, repeats: int, warmup: int) -
       pml_fn.zero_grad(set_to_none=True)       # learnable proxies / weights: a fresh gradient each run
     loss = pml_fn(e, y)
     loss.backward()
+    if cuda:
+      torch.cuda.synchronize()                 # CUDA kernels run asynchronously: time them to completion
     return loss
 
   return _median_ms(run, repeats, warmup)
@@ -254,16 +261,19 @@ def _pml_worker(key: str, batch: int, dim: int, repeats: int, warmup: int, threa
   torch.set_num_threads(threads)
   embeddings, labels = _inputs(batch, dim)
   pml_fn = _pml_factory(key, dim, num_classes)
-  print(f"PML_MS {_time_pml(pml_fn, embeddings, labels, repeats, warmup)!r}", flush=True)
+  device = os.environ.get(TORCH_DEVICE_ENV, "cpu")
+  print(f"PML_MS {_time_pml(pml_fn, embeddings, labels, repeats, warmup, device)!r}", flush=True)
 
 
 def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int, threads: int, memory_gib: float,
-                       num_classes: int = NUM_CLASSES):
+                       num_classes: int = NUM_CLASSES, torch_device: str = "cpu", timeout_s: Optional[float] = None):
   """Times the PML reference in a child process limited to `memory_gib` of address space.
 
   Some PML losses build `[B, B, B]`-sized intermediates (LiftedStructureLoss at B=1024 needed > 20 GiB here and was
   killed by the OS); in a child with a memory limit that becomes a reported failure instead of killing the benchmark.
-  Returns `(ms or None, error or None)`.
+  On a CUDA `torch_device` no address-space limit is set (CUDA reserves far more virtual memory than it uses, so a
+  limit breaks its start-up); running out of GPU memory is then the reported failure. With `timeout_s`, a child still
+  running after that many seconds is stopped and reported. Returns `(ms or None, error or None)`.
   """
   import resource
   import subprocess
@@ -275,12 +285,19 @@ def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int
 
   command = [sys.executable, "-m", "benchmarks.losses", "--pml-worker", key, str(batch), str(dim), str(repeats),
              str(warmup), str(threads), str(num_classes)]
-  result = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_memory,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  cuda = torch_device.startswith("cuda")
+  try:
+    result = subprocess.run(command, capture_output=True, text=True, preexec_fn=None if cuda else limit_memory,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            env=dict(os.environ, **{TORCH_DEVICE_ENV: torch_device}), timeout=timeout_s)
+  except subprocess.TimeoutExpired:
+    return None, f"stopped after {timeout_s:g} s"
   for line in result.stdout.splitlines():
     if line.startswith("PML_MS "):
       return float(line.split()[1]), None
   tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+  if cuda and "out of memory" in result.stderr.lower():
+    return None, "out of GPU memory"
   if "memory" in result.stderr.lower() or "alloc" in result.stderr.lower() or result.returncode < 0:
     return None, f"out of memory (> {memory_gib:g} GiB limit)"
   return None, tail[:120]
@@ -319,6 +336,10 @@ def main(argv=None):
                       help="address-space limit of the child process that times each PML loss")
   parser.add_argument("--num-classes", type=int, default=NUM_CLASSES,
                       help="classes C of the losses with learnable parameters (proxies / weights [C, D])")
+  parser.add_argument("--torch-device", default="cpu",
+                      help="torch device of the PML reference, e.g. cuda (runs are then synchronised before timing)")
+  parser.add_argument("--pml-timeout", type=float, default=None,
+                      help="seconds after which a PML child process is stopped and reported (default: no limit)")
   parser.add_argument("--pml-worker", nargs=7, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.pml_worker:
@@ -371,7 +392,8 @@ def main(argv=None):
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
       if config.pml is not None and not args.no_pml:
         row["pml_ms"], row["pml_error"] = _time_pml_isolated(config.key, batch, dim, args.repeats, args.warmup,
-                                                             torch_threads, args.pml_memory_gib, args.num_classes)
+                                                             torch_threads, args.pml_memory_gib, args.num_classes,
+                                                             args.torch_device, args.pml_timeout)
       rows.append(row)
       print(f"  {config.key:32s} {row.get('ms', float('nan')):9.3f} ms  floor {row.get('floor_ms', float('nan')):7.3f} ms"
             f"   PML {row.get('pml_ms') or float('nan'):9.3f} ms   {row.get('error', '')} {row.get('pml_error') or ''}",
@@ -397,6 +419,12 @@ def _write(args, sizes, configs, rows, floors, torch_threads, class_floors=None)
                f" ({len(jax.devices())} device(s))" + _torch_versions())
   lines.append(f"- Threads: XLA CPU default (all visible cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r};"
                f" torch.set_num_threads({torch_threads})")
+  torch_device = getattr(args, "torch_device", "cpu")
+  if torch_device != "cpu":
+    lines.append(f"- PML device: torch `{torch_device}`, each run followed by `torch.cuda.synchronize()`; no"
+                 " address-space limit on its child processes (CUDA needs the virtual memory), so a PML failure"
+                 " there is the GPU running out of memory" + (f"; a child still running after {args.pml_timeout:g} s"
+                 " is stopped" if args.pml_timeout else "") + ".")
   lines.append(f"- Inputs: L2-normalized Gaussian embeddings, float32, {SAMPLES_PER_CLASS} samples per class; jit compile"
                " time excluded from `ms` and given in its own column.")
   lines.append(f"- metric_jax timing: {args.warmup} warm-up runs, then {args.rounds} alternating rounds of floor and loss,"
