@@ -6,8 +6,9 @@
 `facts` records the GPU (`nvidia-smi`), the driver and CUDA versions, the host CPU and the versions of python, jax (and
 its CUDA plugin), flax, optax, torch (CUDA, cuDNN) and pytorch-metric-learning, as JSON. `write` reads what the
 script's sections left in DIR (`facts.json`; `sections.tsv`: name, exit status, seconds, budget, note; `tests.xml`, the
-JUnit report of pytest; `losses_<G>.md`; `train.md`; `knn.md`; `knn_defaults.md`) and writes one Markdown file: the
-run's facts, a summary with the ratios, then every section's own tables.
+JUnit report of pytest, and `tests.collected`; `losses_<G>.md`; `train.md`; `knn_small.md`, `knn.md`,
+`knn_defaults.md`) and writes one Markdown file: the run's facts, a summary with the ratios, then every section's own
+tables.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ if __package__ in (None, ""):
 
 from benchmarks._machine import cpu_name  # noqa: E402
 
+KNN_FILES = {"knn_small.md": "Exact kNN, smaller N", "knn.md": "Exact kNN, full N",
+             "knn_defaults.md": "Exact kNN, the library's default chunk sizes"}
 PACKAGES = ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax", "orbax-checkpoint", "torch",
             "pytorch-metric-learning", "faiss-cpu", "numpy", "pytest")
 
@@ -174,21 +177,23 @@ def _train_summary(work: pathlib.Path) -> List[str]:
 
 def _knn_summary(work: pathlib.Path) -> List[str]:
   lines = []
-  for name in ("knn.md", "knn_defaults.md"):
+  for name in KNN_FILES:
     path = work / name
     if not path.exists():
       continue
     text = path.read_text(encoding="utf-8")
+    size = re.search(r"^- Data: ([0-9,]+ x [0-9]+)", text, flags=re.M)
+    lines.append(f"- N x D = {size.group(1) if size else '?'}:")
     for table in parse_tables(text):
       for r in table:
         if "method" in r:
           ratio = (f", {r['× torch']}× torch" if r.get("× torch") not in (None, "—")
                    and not r["method"].startswith("torch") else "")
-          lines.append(f"- {r['method']} ({r.get('settings')}): {r.get('median s')} s median, first call"
+          lines.append(f"  - {r['method']} ({r.get('settings')}): {r.get('median s')} s median, first call"
                        f" {r.get('first call s')} s{ratio}.")
     agreement = re.search(r"^Agreement: .*$", text, flags=re.M)
     if agreement:
-      lines.append(f"- {agreement.group(0)}")
+      lines.append(f"  - {agreement.group(0)}")
   return lines
 
 
@@ -275,8 +280,7 @@ def write(work: pathlib.Path, out: pathlib.Path, dry_run: bool, command: str) ->
     lines.append("")
   for path in sorted(work.glob("losses_*.md"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
     lines += [f"## Losses, G = {path.stem.split('_', 1)[1]}", "", _demote(path.read_text(encoding='utf-8')).strip(), ""]
-  for name, heading in (("train.md", "Train steps"), ("knn.md", "Exact kNN"),
-                        ("knn_defaults.md", "Exact kNN, the library's default chunk sizes")):
+  for name, heading in (("train.md", "Train steps"), *KNN_FILES.items()):
     if (work / name).exists():
       lines += [f"## {heading}", "", _demote((work / name).read_text(encoding="utf-8")).strip(), ""]
   out.parent.mkdir(parents=True, exist_ok=True)

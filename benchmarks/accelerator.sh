@@ -10,15 +10,15 @@
 #   losses   value and gradient at G = 1024, 4096, 16384 (D = 512) next to the floor and pytorch-metric-learning on
 #            CUDA (benchmarks/losses.py --torch-device cuda), one process per G
 #   train    train steps per second, float32 vs bfloat16 backbone (benchmarks/train.py --dtype float32,bfloat16)
-#   knn      exact kNN, 1M x 128, k = 100, metric_jax next to torch.topk (benchmarks/knn_gpu.py); then, with the time
-#            left, metric_jax with the library's default chunk sizes
+#   knn      exact kNN, k = 100, metric_jax next to torch.topk (benchmarks/knn_gpu.py) at 131072 x 128, then at
+#            1M x 128; then, with the time left, metric_jax with the library's default chunk sizes at 131072 x 128
 # It writes benchmarks/results/gpu.md (the dry run writes only $OUT/gpu.md) and copies it, with the log, to $OUT.
 #
 # Device call (the device tool's `run`): command "bash benchmarks/accelerator.sh", carry [".whl"], timeout_s 560.
 # Prepare .whl/ first with `bash benchmarks/fetch_wheels.sh`.
 #
 # Environment: OUT (where results go; a temporary folder if unset), PYTHON (default python3), ACCELERATOR_BUDGET_S
-# (total seconds, default 470 on the device, 300 in the dry run), ACCELERATOR_DRY_RUN=1 (same as --dry-run),
+# (total seconds, default 480 on the device, 300 in the dry run), ACCELERATOR_DRY_RUN=1 (same as --dry-run),
 # ACCELERATOR_LOSSES (comma-separated loss keys of benchmarks/losses.py).
 
 set -u -o pipefail
@@ -60,12 +60,14 @@ main() {
     MIN_CLASSES=16
     LOSS_ARGS=(--repeats 3 --warmup 1 --min-seconds 0.05 --rounds 1 --pml-timeout 60)
     TRAIN_ARGS=(--cases tiny --dtype float32,bfloat16 --steps 3)
-    KNN_ARGS=(--num 4000 --dim 16 --k 10 --repeats 1 --chunk-size 512 --reference-chunk-size 2048 --torch-block 512)
-    KNN_DEFAULT_ARGS=(--num 4000 --dim 16 --k 10 --repeats 1)
-    #          facts tests losses train knn
-    BUDGETS=(  30    60    90     60    40 )
+    KNN_SMALL=2000
+    KNN_ARGS=(--dim 16 --k 10 --repeats 1 --chunk-size 512 --reference-chunk-size 2048 --torch-block 512)
+    KNN_BIG=4000
+    KNN_DEFAULT_ARGS=(--dim 16 --k 10 --repeats 1)
+    #          facts tests losses train knn-small knn-big
+    BUDGETS=(  30    60    90     60    30        40 )
   else
-    TOTAL=${ACCELERATOR_BUDGET_S:-470}
+    TOTAL=${ACCELERATOR_BUDGET_S:-480}
     export JAX_PLATFORMS=cuda
     TORCH_DEVICE=cuda
     RESULT="$ROOT/benchmarks/results/gpu.md"
@@ -83,11 +85,13 @@ main() {
     MIN_CLASSES=1000
     LOSS_ARGS=(--repeats 10 --warmup 2 --min-seconds 0.5 --rounds 2 --pml-timeout 25)
     TRAIN_ARGS=(--cases resnet14_64,resnet28 --dtype float32,bfloat16 --steps 20)
-    KNN_ARGS=(--num 1000000 --dim 128 --k 100 --repeats 2 --chunk-size 2048 --reference-chunk-size 262144
-              --torch-block 2048)
-    KNN_DEFAULT_ARGS=(--num 1000000 --dim 128 --k 100 --repeats 1)
-    #          facts tests losses train knn
-    BUDGETS=(  30    120   170    70    80 )
+    # kNN first at N = 131072 (both methods, small enough to finish whatever the speed), then at N = 1M.
+    KNN_SMALL=131072
+    KNN_ARGS=(--dim 128 --k 100 --repeats 2 --chunk-size 2048 --reference-chunk-size 262144 --torch-block 2048)
+    KNN_BIG=1000000
+    KNN_DEFAULT_ARGS=(--dim 128 --k 100 --repeats 1)
+    #          facts tests losses train knn-small knn-big
+    BUDGETS=(  25    110   160    65    25        80 )
   fi
   DEADLINE=$((START + TOTAL))
   REPORT_RESERVE=15
@@ -177,11 +181,15 @@ main() {
     # train steps, float32 vs bfloat16
     section train "${BUDGETS[3]}" 20 "$PY" benchmarks/train.py "${TRAIN_ARGS[@]}" --out "$WORK/train.md"
 
-    # exact kNN next to torch.topk, then the library's default chunk sizes with whatever time is left
-    section knn "${BUDGETS[4]}" 20 "$PY" benchmarks/knn_gpu.py "${KNN_ARGS[@]}" --torch-device "$TORCH_DEVICE" \
-      --out "$WORK/knn.md"
-    section "knn (default chunks)" $(( DEADLINE - $(date +%s) - REPORT_RESERVE )) 20 "$PY" benchmarks/knn_gpu.py \
-      "${KNN_DEFAULT_ARGS[@]}" --methods metric_jax --out "$WORK/knn_defaults.md"
+    # exact kNN next to torch.topk (torch first, so that its row stays if metric_jax overruns), at a smaller N and at
+    # the full N; then, with whatever time is left, metric_jax with the library's default chunk sizes at the smaller N
+    section "knn N=$KNN_SMALL" "${BUDGETS[4]}" 15 "$PY" benchmarks/knn_gpu.py --num "$KNN_SMALL" "${KNN_ARGS[@]}" \
+      --methods torch,metric_jax --torch-device "$TORCH_DEVICE" --out "$WORK/knn_small.md"
+    section "knn N=$KNN_BIG" "${BUDGETS[5]}" 20 "$PY" benchmarks/knn_gpu.py --num "$KNN_BIG" "${KNN_ARGS[@]}" \
+      --methods torch,metric_jax --torch-device "$TORCH_DEVICE" --out "$WORK/knn.md"
+    section "knn N=$KNN_SMALL, default chunks" $(( DEADLINE - $(date +%s) - REPORT_RESERVE )) 15 \
+      "$PY" benchmarks/knn_gpu.py --num "$KNN_SMALL" "${KNN_DEFAULT_ARGS[@]}" --methods metric_jax \
+      --out "$WORK/knn_defaults.md"
   fi
 
   echo "== report at $(elapsed) s"

@@ -150,7 +150,8 @@ def main(argv=None):
   parser.add_argument("--noise", type=float, default=0.7, help="cluster noise (0.7 clustered, 2.9 unstructured)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--repeats", type=int, default=2, help="timed runs per method after the first call")
-  parser.add_argument("--methods", default="metric_jax,torch", help=f"comma-separated subset of {','.join(METHODS)}")
+  parser.add_argument("--methods", default="torch,metric_jax",
+                      help=f"comma-separated subset of {','.join(METHODS)}, run in this order")
   parser.add_argument("--chunk-size", type=int, default=None,
                       help="metric_jax knn `chunk_size` (queries per call; default: the library's)")
   parser.add_argument("--reference-chunk-size", type=int, default=None,
@@ -175,31 +176,32 @@ def main(argv=None):
 
   rows, results = [], {}
   write = lambda agreement=None: _write(args, argv, rows, agreement, data_s)
-  if "metric_jax" in methods:
-    settings = knn_settings(args.chunk_size, args.reference_chunk_size, args.block_size, args.num_threads)
-    first, median, results["metric_jax"] = _time(lambda: metric_jax_knn(x, args.k, **settings), args.repeats)
-    peak = _jax_peak_bytes()
-    defaults = settings == knn_settings()
-    rows.append(("metric_jax `knn`", ", ".join(f"{k}={v}" for k, v in settings.items())
-                 + ("; the library's defaults" if defaults else ""), first, median, peak))
-    print(f"metric_jax first {first:.2f} s, median {median}", flush=True)
-    write()  # after every method, so that a run stopped early keeps what it measured
-  if "torch" in methods:
-    import torch
-    torch.backends.cuda.matmul.allow_tf32 = False
-    cuda = args.torch_device.startswith("cuda")
-    if cuda:
-      torch.cuda.reset_peak_memory_stats()
-    first, median, results["torch"] = _time(lambda: torch_knn(x, args.k, block=args.torch_block,
-                                                              device=args.torch_device), args.repeats)
-    peak = torch.cuda.max_memory_allocated() if cuda else None
-    rows.append((f"torch `{args.torch_device}` `q @ x.T` + `topk`",
-                 f"block={args.torch_block}, float32 matmul precision {torch.get_float32_matmul_precision()!r}",
-                 first, median, peak))
-    print(f"torch first {first:.2f} s, median {median}", flush=True)
-    if cuda:
-      torch.cuda.empty_cache()
-    write()
+  for method in methods:  # in the given order: a run stopped early keeps the methods done before
+    if method == "metric_jax":
+      settings = knn_settings(args.chunk_size, args.reference_chunk_size, args.block_size, args.num_threads)
+      first, median, results["metric_jax"] = _time(lambda: metric_jax_knn(x, args.k, **settings), args.repeats)
+      peak = _jax_peak_bytes()
+      defaults = settings == knn_settings()
+      rows.append(("metric_jax `knn`", ", ".join(f"{k}={v}" for k, v in settings.items())
+                   + ("; the library's defaults" if defaults else ""), first, median, peak))
+      print(f"metric_jax first {first:.2f} s, median {median}", flush=True)
+      write()  # after every method, so that a run stopped early keeps what it measured
+    elif method == "torch":
+      import torch
+      torch.backends.cuda.matmul.allow_tf32 = False
+      cuda = args.torch_device.startswith("cuda")
+      if cuda:
+        torch.cuda.reset_peak_memory_stats()
+      first, median, results["torch"] = _time(lambda: torch_knn(x, args.k, block=args.torch_block,
+                                                                device=args.torch_device), args.repeats)
+      peak = torch.cuda.max_memory_allocated() if cuda else None
+      rows.append((f"torch `{args.torch_device}` `q @ x.T` + `topk`",
+                   f"block={args.torch_block}, float32 matmul precision {torch.get_float32_matmul_precision()!r}",
+                   first, median, peak))
+      print(f"torch first {first:.2f} s, median {median}", flush=True)
+      if cuda:
+        torch.cuda.empty_cache()
+      write()
 
   agreement = None
   if len(results) == 2:

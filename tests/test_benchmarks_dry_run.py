@@ -35,7 +35,8 @@ def test_dry_run_out_of_budget_skips_every_section_and_still_writes_the_report(t
   assert "CPU dry run at tiny sizes" in text
   rows = [r for table in _gpu_report.parse_tables(text) for r in table if "section" in r]
   names = [r["section"] for r in rows]
-  assert names == ["facts", "tests", "losses G=64", "losses G=128", "train", "knn", "knn (default chunks)"]
+  assert names == ["facts", "tests", "losses G=64", "losses G=128", "train", "knn N=2000", "knn N=4000",
+                   "knn N=2000, default chunks"]
   assert all(r["note"].startswith("skipped:") for r in rows), rows
   assert (tmp_path / "log").read_text().count("skipped") == len(names)
   # A dry run never writes the committed GPU results.
@@ -62,6 +63,18 @@ TRAIN_MD = """# Train-step benchmark (GPU)
 | ResNet-14 | bfloat16 | 64x64x3 | 256 | 20 | 9.00 | 16.00 | 16000 | 2.50 | — | — | — |
 """
 
+KNN_MD = """# Exact kNN
+
+- Data: 1,000,000 x 128 float32, L2-normalized Gaussian clusters
+
+| method | settings | first call s | median s | × torch | peak device MiB |
+|---|---|---:|---:|---:|---:|
+| torch `cuda` `q @ x.T` + `topk` | block=2048 | 6.00 | 5.00 | 1.00 | 9000 |
+| metric_jax `knn` | chunk_size=2048 | 9.00 | 6.00 | 1.20 | 5000 |
+
+Agreement: 3 of 1,000,000 rows have different neighbour sets; of the 3 checked, 0 are not explained by score ties.
+"""
+
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1"
  skipped="2" tests="10" time="12.5"><testcase classname="tests.a" name="test_ok" time="1"/>
 <testcase classname="tests.a" name="test_bad" time="1"><failure message="assert 1 == 2&#10;more">x</failure></testcase>
@@ -80,6 +93,7 @@ def test_report_reads_the_sections(tmp_path):
   (tmp_path / "tests.collected").write_text("475\n")
   (tmp_path / "losses_1024.md").write_text(LOSSES_MD)
   (tmp_path / "train.md").write_text(TRAIN_MD)
+  (tmp_path / "knn.md").write_text(KNN_MD)
   out = tmp_path / "gpu.md"
   _gpu_report.write(tmp_path, out, dry_run=False, command="bash benchmarks/accelerator.sh")
   text = out.read_text()
@@ -94,6 +108,11 @@ def test_report_reads_the_sections(tmp_path):
           " PML could not run: `triplet` (out of GPU memory).") in text
   assert "bfloat16 16.00 ms per step (16000 images/s), 2.50× the float32 step rate." in text
   assert "| knn | — | 0 | 80 | skipped: 3 s left" in text
+  assert "- N x D = 1,000,000 x 128:" in text
+  assert "  - metric_jax `knn` (chunk_size=2048): 6.00 s median, first call 9.00 s, 1.20× torch." in text
+  assert "  - torch `cuda` `q @ x.T` + `topk` (block=2048): 5.00 s median, first call 6.00 s." in text
+  assert "  - Agreement: 3 of 1,000,000 rows" in text
+  assert "## Exact kNN, full N" in text
   assert "#### Targets" in text          # section files nest under the report's headings
   assert "run both cases on that one device" in text
 
