@@ -55,6 +55,7 @@ main() {
     TESTS=(tests/evaluation/test_extract.py tests/evaluation/test_verification.py)
     PYTEST_ARGS=()
     LOSS_SIZES=(64 128)
+    LOSS_WEIGHTS=(1 1)
     LOSS_DIM=16
     LOSSES=${ACCELERATOR_LOSSES:-contrastive,proxy_anchor}
     MIN_CLASSES=16
@@ -80,10 +81,11 @@ main() {
            tests/evaluation/test_verification.py)
     PYTEST_ARGS=(-n 8 --dist loadfile -k "not bad_arguments and not test_property_finite")
     LOSS_SIZES=(1024 4096 16384)
+    LOSS_WEIGHTS=(25 30 45)   # shares of the losses budget; time a size leaves unused goes to the later ones
     LOSS_DIM=512
     LOSSES=${ACCELERATOR_LOSSES:-contrastive,triplet,triplet[mining=hard],multi_similarity,nca,histogram,proxy_anchor,supcon}
     MIN_CLASSES=1000
-    LOSS_ARGS=(--repeats 10 --warmup 2 --min-seconds 0.5 --rounds 2 --pml-timeout 25)
+    LOSS_ARGS=(--repeats 10 --warmup 2 --min-seconds 0.5 --rounds 2 --pml-timeout 15)
     TRAIN_ARGS=(--cases resnet14_64,resnet28 --dtype float32,bfloat16 --steps 20)
     # kNN first at N = 131072 (both methods, small enough to finish whatever the speed), then at N = 1M.
     KNN_SMALL=131072
@@ -169,9 +171,9 @@ main() {
     losses_end=$(( $(date +%s) + BUDGETS[2] ))
     for i in "${!LOSS_SIZES[@]}"; do
       g=${LOSS_SIZES[$i]}
-      left_sizes=$(( ${#LOSS_SIZES[@]} - i ))
-      share=$(( (losses_end - $(date +%s)) / left_sizes ))
-      [ "$i" = $(( ${#LOSS_SIZES[@]} - 1 )) ] && share=$(( losses_end - $(date +%s) ))
+      weight_left=0
+      for w in "${LOSS_WEIGHTS[@]:$i}"; do weight_left=$(( weight_left + w )); done
+      share=$(( (losses_end - $(date +%s)) * LOSS_WEIGHTS[i] / weight_left ))
       classes=$(( g / 4 > MIN_CLASSES ? g / 4 : MIN_CLASSES ))   # every class of the batch (4 per class) has proxies
       section "losses G=$g" "$share" 15 env JAX_DEFAULT_MATMUL_PRECISION=highest \
         "$PY" -m benchmarks.losses --sizes "${g}x${LOSS_DIM}" --losses "$LOSSES" \
