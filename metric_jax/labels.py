@@ -53,7 +53,8 @@ def is_multi_hot(labels) -> bool:
   return len(jnp.shape(labels)) == 2
 
 
-def _check_label_kinds(query_labels, key_labels):
+def check_label_kinds(query_labels, key_labels):
+  """Raises a ValueError naming `key_labels` when queries and keys use different kinds of labels (or multi-hot widths)."""
   if is_multi_hot(query_labels) != is_multi_hot(key_labels):
     kinds = ("multi-hot", "class ids") if is_multi_hot(query_labels) else ("class ids", "multi-hot")
     raise ValueError(f"`key_labels` must be of the same kind as `query_labels`: query labels are {kinds[0]} "
@@ -107,7 +108,7 @@ def pair_masks(query_labels, key_labels=None, *, query_valid=None, key_valid=Non
       key_valid = query_valid
   else:
     key_labels = _as_labels(key_labels, "key_labels")
-    _check_label_kinds(query_labels, key_labels)
+    check_label_kinds(query_labels, key_labels)
   num_keys = key_labels.shape[0]
   query_valid = _checks.check_valid(query_valid, num_queries, "query_valid")
   key_valid = _checks.check_valid(key_valid, num_keys, "key_valid")
@@ -132,7 +133,7 @@ def check_matrix_inputs(matrix, query_labels, key_labels=None, query_valid=None,
     key_labels = query_labels
     key_valid = query_valid if key_valid is None else key_valid
   key_labels = _checks.check_labels(key_labels, num_keys, "key_labels", multi_hot=True)
-  _check_label_kinds(query_labels, key_labels)
+  check_label_kinds(query_labels, key_labels)
   query_valid = _checks.check_valid(query_valid, num_queries, "query_valid")
   key_valid = _checks.check_valid(key_valid, num_keys, "key_valid")
   masks = pair_masks(query_labels, key_labels, query_valid=query_valid, key_valid=key_valid,
@@ -154,4 +155,4 @@ def view_labels(num_samples: int, num_views: int = 2):
 
 
 __all__ = ["PairMasks", "pair_masks", "same_label", "is_multi_hot", "self_pair_mask", "resolve_self_offset",
-           "check_matrix_inputs", "view_labels"]
+           "check_matrix_inputs", "check_label_kinds", "view_labels"]

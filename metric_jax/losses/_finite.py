@@ -16,6 +16,11 @@ value: finite inputs change neither value nor gradient (`+ 0.0`, and the alarm h
 entry makes the value NaN whatever the loss does with that entry. The matrix forms sanitize their matrix over the valid
 pairs before any nonlinearity; the convenience forms (`embedding_inputs`) sanitize the embeddings over the valid rows
 before the matmul, so the padded rows' gradient is exactly 0.
+
+The convenience forms' alarm is `row_alarm`: one sum of the squared entries of the valid rows, which is non-finite
+exactly when a valid entry is NaN or inf, or when the squared norms overflow (and only then can a matrix built from
+the rows, `|q|^2 + |k|^2 - 2 q.k`, `q.k` or a cosine, hold a non-finite entry). It replaces a pass over the `[B, M]`
+matrix by a pass over the `[B, D]` rows. The matrix forms check their matrix entries with `alarm`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def alarm(x, valid):
     x: float array.
     valid: boolean array broadcastable to `x`.
   """
-  ok = jnp.all(jnp.isfinite(x) | ~valid)
+  ok = jnp.all(jnp.isfinite(x) | ~jnp.asarray(valid))
   return jnp.where(ok, jnp.zeros((), x.dtype), jnp.full((), jnp.nan, x.dtype))
 
 
@@ -49,6 +54,22 @@ def sanitize(x, valid):
   return jnp.where(valid, x, jnp.zeros((), x.dtype)), alarm(x, valid)
 
 
+def row_alarm(x, valid):
+  """Scalar of `x`'s dtype: 0.0 when `sum_{valid rows} |x_i|^2` is finite, NaN otherwise (no gradient).
+
+  Non-finite exactly when a valid row holds a NaN or inf, or when the squared norms overflow (computed in at least
+  float32). `x` is `[B, D]`, `valid` `[B]`.
+  """
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  total = jnp.sum(jnp.where(valid[:, None], jnp.square(wide), 0.0))
+  return jnp.where(jnp.isfinite(total), jnp.zeros((), x.dtype), jnp.full((), jnp.nan, x.dtype))
+
+
+def sanitize_rows(x, valid):
+  """`(where(valid[:, None], x, 0), row_alarm(x, valid))` for `[B, D]` rows and a `[B]` mask."""
+  return jnp.where(valid[:, None], x, jnp.zeros((), x.dtype)), row_alarm(x, valid)
+
+
 def embedding_inputs(embeddings, labels, valid=None):
   """Validates the convenience form's arguments and sanitizes the padded rows.
 
@@ -58,8 +79,8 @@ def embedding_inputs(embeddings, labels, valid=None):
     for None), and the alarm scalar of the valid rows (0.0, or NaN when a valid row holds a NaN or inf).
   """
   embeddings, labels, valid = check_embedding_inputs(embeddings, labels, valid)
-  embeddings, flag = sanitize(embeddings, valid[:, None])
+  embeddings, flag = sanitize_rows(embeddings, valid)
   return embeddings, labels, valid, flag
 
 
-__all__ = ["alarm", "sanitize", "embedding_inputs"]
+__all__ = ["alarm", "row_alarm", "sanitize", "sanitize_rows", "embedding_inputs", "check_embedding_inputs"]

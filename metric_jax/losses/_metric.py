@@ -42,4 +42,17 @@ def similarity_matrix(embeddings, similarity: str, choices=SIMILARITIES, keys=No
   return SIMILARITY_FNS[similarity](embeddings, keys)
 
 
-__all__ = ["DISTANCES", "SIMILARITIES", "distance_matrix", "similarity_matrix"]
+def distance_fn(distance: str, choices=DISTANCES):
+  """`fn(queries [b, D], keys [M, D] or None) -> [b, M]` distances named `distance` (checked now, naming
+  `distance`); `keys=None` is the square matrix of the queries."""
+  _checks.check_choice(distance, "distance", choices)
+  return DISTANCE_FNS[distance]
+
+
+def similarity_fn(similarity: str, choices=SIMILARITIES):
+  """`fn(queries, keys or None) -> [b, M]` similarities named `similarity` (checked now, naming `similarity`)."""
+  _checks.check_choice(similarity, "similarity", choices)
+  return SIMILARITY_FNS[similarity]
+
+
+__all__ = ["DISTANCES", "SIMILARITIES", "distance_matrix", "similarity_matrix", "distance_fn", "similarity_fn"]

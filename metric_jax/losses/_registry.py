@@ -23,6 +23,9 @@ from metric_jax import _checks
 _LOSSES: Dict[str, Callable] = {}
 _INITS: Dict[str, Callable] = {}
 _NO_MULTI_HOT = set()
+# Keyword arguments of every registry loss that are not hyperparameters: the padding mask, the learnable parameters and
+# the scale arguments (DESIGN.md, "Scale").
+NOT_HYPERPARAMETERS = ("valid", "params", "axis_name", "block_size", "memory")
 # Registry losses that read class ids directly instead of through `metric_jax.labels` masks.
 _CLASS_IDS_ONLY = frozenset({"npair_mc", "npair_ovo"})
 
@@ -91,10 +94,11 @@ def accepts_multi_hot(name: str) -> bool:
 
 
 def _hyperparameters(name: str) -> Dict[str, Any]:
-  """The keyword hyperparameters of the loss `name` with their defaults (not `valid` / `params`)."""
+  """The keyword hyperparameters of the loss `name` with their defaults (not `valid`, `params` or the scale arguments
+  `axis_name`, `block_size`, `memory`)."""
   parameters = inspect.signature(get(name)).parameters.values()
   return {p.name: p.default for p in parameters
-          if p.kind == p.KEYWORD_ONLY and p.name not in ("valid", "params")}
+          if p.kind == p.KEYWORD_ONLY and p.name not in NOT_HYPERPARAMETERS}
 
 
 def init_params(name: str, key, *, num_classes: int, embedding_dim: int, dtype=jnp.float32, **hparams) -> dict:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels
-from metric_jax.losses import _finite, _metric
+from metric_jax import _checks
+from metric_jax.losses import _metric, _shard
 from metric_jax.losses._registry import register
 
 
 def binomial_deviance_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
-                           self_offset="auto", alpha: float = 2.0, beta: float = 0.5, neg_cost: float = 25.0):
+                           self_offset="auto", alpha: float = 2.0, beta: float = 0.5, neg_cost: float = 25.0,
+                           axis_name=None, block_size=None):
   """Binomial deviance loss on a cosine similarity matrix.
 
   Args:
@@ -34,6 +35,8 @@ def binomial_deviance_loss(matrix, query_labels, key_labels=None, *, query_valid
     alpha: `α`, the slope (default 2).
     beta: `β`, the similarity threshold (default 0.5).
     neg_cost: `C`, the cost of negative pairs (default 25).
+    axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`).
 
   Returns:
     Scalar loss; 0 when the batch has no positive or no negative pair.
@@ -43,30 +46,46 @@ def binomial_deviance_loss(matrix, query_labels, key_labels=None, *, query_valid
     Ustinova, Lempitsky, "Learning Deep Embeddings with Histogram Loss", NeurIPS 2016 (defaults α = 2, β = 0.5,
     C = 25 and the 1/n_pos, 1/n_neg weights).
   """
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _binomial(problem, alpha, beta, neg_cost)
+
+
+def _check_binomial(alpha, neg_cost):
   _checks.check_positive(alpha, "alpha")
   _checks.check_positive(neg_cost, "neg_cost")
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _finite.sanitize(matrix, masks.valid)
-  num_pos = jnp.sum(masks.positive)
-  num_neg = jnp.sum(masks.negative)
-  pos_terms = jax.nn.softplus(-alpha * (matrix - beta))
-  neg_terms = jax.nn.softplus(alpha * neg_cost * (matrix - beta))
-  pos_part = jnp.sum(jnp.where(masks.positive, pos_terms, 0.0)) / jnp.maximum(num_pos, 1)
-  neg_part = jnp.sum(jnp.where(masks.negative, neg_terms, 0.0)) / jnp.maximum(num_neg, 1)
-  return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0) + alarm
+
+
+def _binomial(problem, alpha, beta, neg_cost):
+  _check_binomial(alpha, neg_cost)
+
+  def block(rows, extras, consts):
+    matrix, dtype = rows.matrix, rows.matrix.dtype
+    pos_terms = jax.nn.softplus(-alpha * (matrix - beta))
+    neg_terms = jax.nn.softplus(alpha * neg_cost * (matrix - beta))
+    return None, (jnp.sum(jnp.where(rows.positive, pos_terms, 0.0)), jnp.sum(jnp.where(rows.negative, neg_terms, 0.0)),
+                  jnp.sum(rows.positive).astype(dtype), jnp.sum(rows.negative).astype(dtype))
+
+  _, sums, alarm = problem.map(block)
+  pos_sum, neg_sum, num_pos, num_neg = problem.sum_blocks(sums)
+  pos_part = pos_sum / jnp.maximum(num_pos, 1)
+  neg_part = neg_sum / jnp.maximum(num_neg, 1)
+  return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0) + alarm + problem.alarm
 
 
 @register("binomial_deviance")
 def binomial_deviance(embeddings, labels, *, valid=None, alpha: float = 2.0, beta: float = 0.5,
-                      neg_cost: float = 25.0, similarity: str = "cosine"):
+                      neg_cost: float = 25.0, similarity: str = "cosine", axis_name=None, block_size=None,
+                      memory=None):
   """Binomial deviance loss of `[B, D]` embeddings with `[B]` labels.
 
   `similarity`: `"cosine"` (default, the paper's; embeddings L2-normalized inside) or `"dot"` (dot products of the
-  embeddings as given; `beta` is then on the dot-product scale).
+  embeddings as given; `beta` is then on the dot-product scale). Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return binomial_deviance_loss(_metric.similarity_matrix(embeddings, similarity), labels_, query_valid=valid,
-                                alpha=alpha, beta=beta, neg_cost=neg_cost) + alarm
+  _check_binomial(alpha, neg_cost)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=_metric.similarity_fn(similarity),
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _binomial(problem, alpha, beta, neg_cost)
 
 
 __all__ = ["binomial_deviance_loss", "binomial_deviance"]

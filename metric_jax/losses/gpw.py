@@ -55,13 +55,14 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels as _labels, mining as _mining, pairwise, weighting as _weighting
-from metric_jax.losses import _finite, _metric
+from metric_jax import _checks, mining as _mining, pairwise, weighting as _weighting
+from metric_jax.losses import _metric, _shard
 from metric_jax.losses._registry import register
 
 REDUCTIONS = ("mean", "anchor_mean", "sum")
@@ -143,17 +144,29 @@ def _masked_logsumexp(z, mask, axis):
   return jnp.where(has, out, -jnp.inf)
 
 
-def _potential(stats: _Stats, weighting, normalize, p, alpha, offset):
+def _potential(stats: _Stats, weighting, normalize, p, alpha, offset, axis_name=None):
   """The GPW potential: a scalar whose gradient with respect to each selected `x` is that item's GPW weight.
 
     none:        constant  sum x;   power  sum [x]_+^(p+1) / (p+1);   exponential  sum (e^{alpha x} - 1) / alpha
     per group:   constant  sum x / (c + n);   power  (c + sum [x]_+^(p+1))^(1/(p+1)) - c^(1/(p+1));
                  exponential  log(c + sum e^{alpha x}) / alpha  (0 for an empty group with c = 0)
+
+  `stats` holds one entry per anchor (this device's rows); the groups of `normalize="batch"` and the sums over anchors
+  run over every device of `axis_name`.
   """
   if normalize == "batch":
-    stats = _Stats(jnp.sum(stats.count, keepdims=True), jnp.sum(stats.sum_x, keepdims=True),
-                   jnp.sum(stats.sum_pow, keepdims=True), jnp.sum(stats.sum_exp, keepdims=True),
-                   _masked_logsumexp(stats.lse, jnp.isfinite(stats.lse), axis=0)[None])
+    has = jnp.isfinite(stats.lse)
+    shift, total = _shard.block_logsumexp(jnp.where(has, stats.lse, 0.0), has, axis=0)
+    lse, nonempty = _shard.combine_logsumexp(shift[None], total[None], axis_name)
+    totals = _shard.psum((jnp.sum(stats.count), jnp.sum(stats.sum_x), jnp.sum(stats.sum_pow),
+                          jnp.sum(stats.sum_exp)), axis_name)
+    stats = _Stats(*(t[None] for t in totals), jnp.where(nonempty, lse, -jnp.inf)[None])
+    return _group_potential(stats, weighting, normalize, p, alpha, offset)
+  return _shard.psum(_group_potential(stats, weighting, normalize, p, alpha, offset), axis_name)
+
+
+def _group_potential(stats: _Stats, weighting, normalize, p, alpha, offset):
+  """`_potential` summed over the groups of `stats` (one per entry)."""
   if normalize == "none":
     if weighting == "constant":
       return jnp.sum(stats.sum_x)
@@ -178,7 +191,7 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
                   pos_margin: float = 0.0, neg_margin: float = 1.0, mining: str = "none", margin: float = 0.2,
                   epsilon: float = 0.1, weighting: str = "constant", p: float = 1.0, q: float = 1.0,
                   alpha: float = 2.0, beta: float = 50.0, normalize="none", normalize_offset: float = 0.0,
-                  hinge: bool = True, reduction: str = "mean"):
+                  hinge: bool = True, reduction: str = "mean", axis_name=None, block_size=None):
   """GPW pair form (Eq. 18) on a `[B, M]` distance matrix; see the module docstring.
 
   Args:
@@ -198,31 +211,53 @@ def gpw_pair_loss(distance, query_labels, key_labels=None, *, query_valid=None, 
     normalize_offset: constant `c` added to every normalization denominator (1 gives multi-similarity's "1 +").
     hinge: `[x]_+` (True, Eq. 18) or the linear term `x` on the mined pairs (False).
     reduction: `"mean"`, `"anchor_mean"` or `"sum"`.
+    axis_name, block_size: rows (anchors) sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`); `normalize="batch"` and the
+      reductions combine the per-anchor statistics of every block and device.
 
   Returns:
     Scalar loss; 0 when nothing is selected.
   """
-  d, masks = _labels.check_matrix_inputs(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
-                                         matrix_name="distance")
+  problem = _shard.from_matrix(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size, matrix_name="distance")
+  return _gpw_pair(problem, pos_margin=pos_margin, neg_margin=neg_margin, mining=mining, margin=margin,
+                   epsilon=epsilon, weighting=weighting, p=p, q=q, alpha=alpha, beta=beta, normalize=normalize,
+                   normalize_offset=normalize_offset, hinge=hinge, reduction=reduction)
+
+
+def _check_pair(pos_margin, neg_margin, mining, weighting, p, q, alpha, beta, normalize, normalize_offset, hinge,
+                reduction):
   normalize = _normalization(normalize)
   _check_common(mining, weighting, normalize, reduction, hinge, normalize_offset, (("p", p), ("q", q)),
                 (("alpha", alpha), ("beta", beta)))
   if isinstance(pos_margin, (int, float)) and isinstance(neg_margin, (int, float)) and pos_margin > neg_margin:
     raise ValueError(f"`pos_margin` (m1={pos_margin}) must not exceed `neg_margin` (m2={neg_margin}).")
-  d, alarm = _finite.sanitize(d, masks.valid)
-  pos, neg = _mining.mine_pairs(mining, d, masks.positive, masks.negative, pos_threshold=pos_margin,
-                                neg_threshold=neg_margin, margin=margin, epsilon=epsilon)
-  x_pos = d - pos_margin
-  x_neg = neg_margin - d
-  if hinge:
-    pos = pos & (jax.lax.stop_gradient(x_pos) > 0)
-    neg = neg & (jax.lax.stop_gradient(x_neg) > 0)
-  total = (_potential(_element_stats(x_pos, pos, weighting, p, alpha), weighting, normalize, p, alpha,
-                      normalize_offset)
-           + _potential(_element_stats(x_neg, neg, weighting, q, beta), weighting, normalize, q, beta,
-                        normalize_offset))
-  num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
-  return _reduce(total, reduction, jnp.sum(pos) + jnp.sum(neg), num_queries) + alarm
+  return normalize
+
+
+def _gpw_pair(problem, *, pos_margin=0.0, neg_margin=1.0, mining="none", margin=0.2, epsilon=0.1,
+              weighting="constant", p=1.0, q=1.0, alpha=2.0, beta=50.0, normalize="none", normalize_offset=0.0,
+              hinge=True, reduction="mean"):
+  normalize = _check_pair(pos_margin, neg_margin, mining, weighting, p, q, alpha, beta, normalize, normalize_offset,
+                          hinge, reduction)
+
+  def block(rows, extras, consts):
+    d = rows.matrix
+    pos, neg = _mining.mine_pairs(mining, d, rows.positive, rows.negative, pos_threshold=pos_margin,
+                                  neg_threshold=neg_margin, margin=margin, epsilon=epsilon)
+    x_pos = d - pos_margin
+    x_neg = neg_margin - d
+    if hinge:
+      pos = pos & (jax.lax.stop_gradient(x_pos) > 0)
+      neg = neg & (jax.lax.stop_gradient(x_neg) > 0)
+    stats = (_element_stats(x_pos, pos, weighting, p, alpha), _element_stats(x_neg, neg, weighting, q, beta))
+    return stats, (jnp.sum(pos) + jnp.sum(neg)).astype(d.dtype)
+
+  (pos_stats, neg_stats), counts, alarm = problem.map(block)
+  total = (_potential(pos_stats, weighting, normalize, p, alpha, normalize_offset, problem.axis_name)
+           + _potential(neg_stats, weighting, normalize, q, beta, normalize_offset, problem.axis_name))
+  return (_reduce(total, reduction, problem.sum_blocks(counts), problem.num_valid_queries()) + alarm
+          + problem.alarm)
 
 
 def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int = 8) -> _Stats:
@@ -260,7 +295,7 @@ def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) 
                                                     jnp.any(valid, axis=0))
     per_positive = per_positive.T                                                 # [B, S]
     sum_x = jnp.sum(per_positive * (d_ap + margin), axis=1) - jnp.sum(per_negative * d, axis=1)
-    zeros = jnp.zeros((d.shape[0],), d.dtype)
+    zeros = jnp.zeros_like(d[:, 0])
     return _Stats(jnp.sum(per_positive, axis=1), sum_x, zeros, zeros, jnp.full_like(zeros, -jnp.inf))
   slots = _mining.slot_triplets(d, window, num_slots)
   d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
@@ -300,7 +335,7 @@ def _sorted_triplet_stats(d, window, margin, weighting, alpha) -> _Stats:
     count, neg_sum = _mining.window_sums(d, window.negative, window.lower, window.upper, [jnp.ones_like(d), d])
     count = jnp.where(window.positive, count, 0.0)
     sum_x = jnp.where(window.positive, count * (d + margin) - neg_sum, 0.0)
-    zeros = jnp.zeros((d.shape[0],), d.dtype)
+    zeros = jnp.zeros_like(d[:, 0])
     return _Stats(jnp.sum(count, axis=1), jnp.sum(sum_x, axis=1), zeros, zeros, jnp.full_like(zeros, -jnp.inf))
   # sum_n e^{alpha (D_ap + m - D_an)} = e^{alpha (D_ap + m - c_a)} * sum_n e^{-alpha (D_an - c_a)}, c_a = min_n D_an.
   ds = jax.lax.stop_gradient(d)
@@ -316,7 +351,7 @@ def _sorted_triplet_stats(d, window, margin, weighting, alpha) -> _Stats:
   capped = jnp.minimum(jnp.where(has, log_item, 0.0), _weighting.MAX_EXPONENT)
   sum_exp = jnp.where(has, (jnp.exp(capped) - count) / alpha, 0.0)
   count = jnp.where(has, count, 0.0)
-  zeros = jnp.zeros((d.shape[0],), d.dtype)
+  zeros = jnp.zeros_like(d[:, 0])
   return _Stats(jnp.sum(count, axis=1), zeros, zeros, jnp.sum(sum_exp, axis=1),
                 _masked_logsumexp(log_item, has, axis=1))
 
@@ -326,7 +361,7 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
                      neg_threshold: float = 1.0, epsilon: float = 0.1, weighting: str = "constant", p: float = 1.0,
                      alpha: float = 2.0, normalize="none", normalize_offset: float = 0.0, hinge: bool = True,
                      reduction: str = "mean", method: str = "auto",
-                     positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
+                     positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS, axis_name=None, block_size=None):
   """GPW triplet form (Eq. 21), weights `w_ijk` on `x = D_ij - D_ik + m`, on a `[B, M]` distance matrix.
 
   Args:
@@ -348,12 +383,22 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
       `"auto"` gives exact first derivatives but no second-order terms (choose `"sorted"` or `"tiled"` for those).
     positive_slots: static bound `S` of the slot layout of `method="auto"` (default `DEFAULT_POSITIVE_SLOTS`; PK
       batches with up to `S + 1` samples per class); 0 or None disables it.
+    axis_name, block_size: rows (anchors) sharded over a `shard_map` axis / evaluated in blocks (see
+      `gpw_pair_loss`); each block picks its layout (`method="auto"`).
 
   Returns:
     Scalar loss; 0 when no triplet is selected.
   """
-  d, masks = _labels.check_matrix_inputs(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
-                                         matrix_name="distance")
+  problem = _shard.from_matrix(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size, matrix_name="distance")
+  return _gpw_triplet(problem, margin=margin, mining=mining, pos_threshold=pos_threshold, neg_threshold=neg_threshold,
+                      epsilon=epsilon, weighting=weighting, p=p, alpha=alpha, normalize=normalize,
+                      normalize_offset=normalize_offset, hinge=hinge, reduction=reduction, method=method,
+                      positive_slots=positive_slots)
+
+
+def _check_triplet(mining, weighting, p, alpha, normalize, normalize_offset, hinge, reduction, method,
+                   positive_slots):
   normalize = _normalization(normalize)
   _check_common(mining, weighting, normalize, reduction, hinge, normalize_offset, (("p", p),), (("alpha", alpha),))
   _checks.check_choice(mining, "mining", _mining.TRIPLET_MINERS)
@@ -361,8 +406,33 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
   num_slots = _mining.check_num_slots(positive_slots)
   if method == "sorted" and weighting == "power":
     raise ValueError("`method='sorted'` needs separable weights (`weighting` 'constant' or 'exponential').")
-  d, alarm = _finite.sanitize(d, masks.valid)
-  window = _mining.mine_triplets(mining, d, masks.positive, masks.negative, pos_threshold=pos_threshold,
+  return normalize, num_slots
+
+
+def _gpw_triplet(problem, *, margin=0.2, mining="none", pos_threshold=0.0, neg_threshold=1.0, epsilon=0.1,
+                 weighting="constant", p=1.0, alpha=2.0, normalize="none", normalize_offset=0.0, hinge=True,
+                 reduction="mean", method="auto", positive_slots=DEFAULT_POSITIVE_SLOTS):
+  normalize, num_slots = _check_triplet(mining, weighting, p, alpha, normalize, normalize_offset, hinge, reduction,
+                                        method, positive_slots)
+
+  def block(rows, extras, consts):
+    stats = _triplet_stats(rows.matrix, rows.positive, rows.negative, margin=margin, mining=mining,
+                           pos_threshold=pos_threshold, neg_threshold=neg_threshold, epsilon=epsilon,
+                           weighting=weighting, p=p, alpha=alpha, normalize=normalize, hinge=hinge, method=method,
+                           num_slots=num_slots)
+    return stats, None
+
+  stats, _, alarm = problem.map(block)
+  total = _potential(stats, weighting, normalize, p, alpha, normalize_offset, problem.axis_name)
+  num_selected = problem.psum(jnp.sum(stats.count))
+  return _reduce(total, reduction, num_selected, problem.num_valid_queries()) + alarm + problem.alarm
+
+
+def _triplet_stats(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon, weighting, p,
+                   alpha, normalize, hinge, method, num_slots) -> _Stats:
+  """Per-anchor `_Stats` of the selected triplets of the rows of a sanitized distance matrix (each anchor's from its
+  own row only)."""
+  window = _mining.mine_triplets(mining, d, positive, negative, pos_threshold=pos_threshold,
                                  neg_threshold=neg_threshold, margin=margin, epsilon=epsilon)
   if hinge:
     window = _mining.restrict(window, upper=jax.lax.stop_gradient(d) + margin)
@@ -385,32 +455,52 @@ def gpw_triplet_loss(distance, query_labels, key_labels=None, *, query_valid=Non
                               for field, grad in zip(fields, row_grads)})
   else:
     stats = general(d)
-  total = _potential(stats, weighting, normalize, p, alpha, normalize_offset)
-  num_queries = jnp.sum(_checks.check_valid(query_valid, d.shape[0], "query_valid"))
-  return _reduce(total, reduction, jnp.sum(stats.count), num_queries) + alarm
+  return stats
 
 
-def _distance(embeddings, distance):
+def _negative_cosine(queries, keys=None):
+  return -pairwise.cosine_similarity(queries, keys)
+
+
+def _distance_fn(distance):
+  _checks.check_choice(distance, "distance", DISTANCES)
   if distance == "negative_cosine":
-    return -pairwise.cosine_similarity(embeddings)
-  return _metric.distance_matrix(embeddings, distance, DISTANCES)
+    return _negative_cosine
+  return _metric.distance_fn(distance, DISTANCES)
+
+
+def _check_hparams(hparams, fn, loss):
+  names = [n for n in inspect.signature(fn).parameters if n != "problem"]
+  unknown = sorted(set(hparams) - set(names))
+  if unknown:
+    raise TypeError(f"{loss}() got unexpected keyword argument(s) {unknown}; hyperparameters: {names}.")
 
 
 @register("gpw_pair")
-def gpw_pair(embeddings, labels, *, valid=None, distance: str = "euclidean", **hparams):
+def gpw_pair(embeddings, labels, *, valid=None, distance: str = "euclidean", axis_name=None, block_size=None,
+             memory=None, **hparams):
   """GPW pair form of a `[B, D]` batch; `distance` in `DISTANCES`: `"euclidean"` (default), `"squared_euclidean"`
   (Eq. 35-37 variants), `"cosine"` (`D = 1 - cos`) or `"negative_cosine"` (`D = -cos`, the paper's similarity form
   with thresholds `m = -lambda`); the cosine forms L2-normalize the embeddings inside. Other hyperparameters:
-  `gpw_pair_loss`."""
-  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return gpw_pair_loss(_distance(embeddings, distance), labels, query_valid=valid, **hparams) + alarm
+  `gpw_pair_loss`. Scale arguments (`axis_name`, `block_size`, `memory`): see
+  `metric_jax.losses.contrastive.contrastive`."""
+  _check_hparams(hparams, _gpw_pair, "gpw_pair")
+  matrix_fn = _distance_fn(distance)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=matrix_fn, axis_name=axis_name,
+                                   block_size=block_size, memory=memory)
+  return _gpw_pair(problem, **hparams)
 
 
 @register("gpw_triplet")
-def gpw_triplet(embeddings, labels, *, valid=None, distance: str = "euclidean", **hparams):
-  """GPW triplet form of a `[B, D]` batch; `distance` as in `gpw_pair`. Other hyperparameters: `gpw_triplet_loss`."""
-  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return gpw_triplet_loss(_distance(embeddings, distance), labels, query_valid=valid, **hparams) + alarm
+def gpw_triplet(embeddings, labels, *, valid=None, distance: str = "euclidean", axis_name=None, block_size=None,
+                memory=None, **hparams):
+  """GPW triplet form of a `[B, D]` batch; `distance` as in `gpw_pair`. Other hyperparameters: `gpw_triplet_loss`.
+  Scale arguments as in `gpw_pair`."""
+  _check_hparams(hparams, _gpw_triplet, "gpw_triplet")
+  matrix_fn = _distance_fn(distance)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=matrix_fn, axis_name=axis_name,
+                                   block_size=block_size, memory=memory)
+  return _gpw_triplet(problem, **hparams)
 
 
 __all__ = ["gpw_pair_loss", "gpw_triplet_loss", "gpw_pair", "gpw_triplet", "REDUCTIONS", "DISTANCES"]

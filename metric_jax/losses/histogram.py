@@ -23,8 +23,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import labels, pairwise
-from metric_jax.losses import _finite
+from metric_jax import pairwise
+from metric_jax.losses import _shard
 from metric_jax.losses._registry import register
 
 
@@ -35,8 +35,8 @@ def _check_bins(num_bins, margin_bins):
     raise ValueError(f"`margin_bins` must be a Python int in [0, num_bins={num_bins}], got {margin_bins!r}.")
 
 
-def _histograms(similarity, masks, num_bins: int):
-  """Normalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks.
+def _histogram_sums(similarity, masks, num_bins: int):
+  """Unnormalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks.
 
   One segment-sum over the pairs, indexed by (mask, lower node), accumulates the weights that go to the lower and to
   the upper node; the upper weights are then shifted up by one node. Pairs outside every mask go to one extra segment
@@ -53,9 +53,15 @@ def _histograms(similarity, masks, num_bins: int):
   sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins + 1)
   sums = sums[:-1].reshape(len(masks), num_bins, 2)
   counts = jnp.stack([jnp.sum(mask) for mask in masks])  # exact integer counts (float sums drift for large masks)
-  zero = jnp.zeros((len(masks), 1), sums.dtype)
+  zero = jnp.zeros_like(sums, shape=(len(masks), 1))
   hists = jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
-  return hists / jnp.maximum(counts, 1).astype(sums.dtype)[:, None], counts
+  return hists, counts.astype(sums.dtype)
+
+
+def _histograms(similarity, masks, num_bins: int):
+  """Normalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks."""
+  hists, counts = _histogram_sums(similarity, masks, num_bins)
+  return hists / jnp.maximum(counts, 1)[:, None], counts
 
 
 def similarity_histogram(similarity, mask, num_bins: int = 100):
@@ -74,7 +80,7 @@ def similarity_histogram(similarity, mask, num_bins: int = 100):
 
 
 def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
-                   num_bins: int = 100, margin_bins: int = 0):
+                   num_bins: int = 100, margin_bins: int = 0, axis_name=None, block_size=None):
   """Histogram loss on a cosine similarity matrix.
 
   Args:
@@ -88,6 +94,9 @@ def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, k
       pytorch-metric-learning; the paper reports the loss to be insensitive to Δ over a wide range and uses fine
       steps such as Δ = 0.01, i.e. `num_bins=200`).
     margin_bins: `μ`, the margin in bins (default 0, the paper's loss).
+    axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`): the histograms are sums
+      over the pairs of every block and device, normalized once at the end.
 
   Returns:
     Scalar loss in [0, 1]; 0 when the batch has no positive or no negative pair.
@@ -95,25 +104,38 @@ def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, k
   References:
     Ustinova, Lempitsky, "Learning Deep Embeddings with Histogram Loss", NeurIPS 2016.
   """
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _histogram(problem, num_bins, margin_bins)
+
+
+def _histogram(problem, num_bins, margin_bins):
   _check_bins(num_bins, margin_bins)
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _finite.sanitize(matrix, masks.valid)
-  (h_pos, h_neg), (num_pos, num_neg) = _histograms(matrix, [masks.positive, masks.negative], num_bins)
+
+  def block(rows, extras, consts):
+    return None, _histogram_sums(rows.matrix, [rows.positive, rows.negative], num_bins)
+
+  _, sums, alarm = problem.map(block)
+  hists, counts = problem.sum_blocks(sums)
+  h_pos, h_neg = hists / jnp.maximum(counts, 1)[:, None]
   cdf_pos = jnp.cumsum(h_pos)
   shifted = jnp.minimum(jnp.arange(num_bins + 1) + margin_bins, num_bins)
   loss = jnp.sum(h_neg * cdf_pos[shifted])
-  return jnp.where((num_pos > 0) & (num_neg > 0), loss, 0.0) + alarm
+  return jnp.where((counts[0] > 0) & (counts[1] > 0), loss, 0.0) + alarm + problem.alarm
 
 
 @register("histogram")
-def histogram(embeddings, labels, *, valid=None, num_bins: int = 100, margin_bins: int = 0):
+def histogram(embeddings, labels, *, valid=None, num_bins: int = 100, margin_bins: int = 0, axis_name=None,
+              block_size=None, memory=None):
   """Histogram loss of `[B, D]` embeddings with `[B]` labels on cosine similarities (see `histogram_loss`).
 
   Cosine only: the histogram nodes span `[-1, 1]`, the range of the cosine (embeddings L2-normalized inside).
+  Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return histogram_loss(pairwise.cosine_similarity(embeddings), labels_, query_valid=valid, num_bins=num_bins,
-                        margin_bins=margin_bins) + alarm
+  _check_bins(num_bins, margin_bins)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=pairwise.cosine_similarity,
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _histogram(problem, num_bins, margin_bins)
 
 
 __all__ = ["similarity_histogram", "histogram_loss", "histogram"]

@@ -19,13 +19,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels
-from metric_jax.losses import _finite, _lse, _metric
+from metric_jax import _checks
+from metric_jax.losses import _lse, _metric, _shard
 from metric_jax.losses._registry import register
 
 
 def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
-                          self_offset="auto", margin: float = 1.0):
+                          self_offset="auto", margin: float = 1.0, axis_name=None, block_size=None):
   """Lifted structured loss (Song et al. 2016, Eq. 4) on a Euclidean distance matrix.
 
   `J_ij = log(Σ_{k∈N(i)} exp(α − D_ik) + Σ_{l∈N(j)} exp(α − D_lj)) + D_ij`, `L = 1/(2|P|) Σ_{(i,j)∈P} [J_ij]₊²`.
@@ -41,6 +41,10 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
     key_valid: optional boolean `[M]`.
     self_offset: which key each query is itself (see `metric_jax.labels`).
     margin: `α`, the negative margin (paper default 1).
+    axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`).
+      The column sums `Σ_{l∈N(j)}` run over the queries of every device and block (a first pass), then each
+      positive pair's term is computed in a second pass.
 
   Returns:
     Scalar loss; 0 without positive or without negative pairs.
@@ -48,27 +52,50 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
   References:
     Song, Xiang, Jegelka, Savarese, "Deep Metric Learning via Lifted Structured Feature Embedding", CVPR 2016.
   """
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _lifted_structure(problem, margin)
+
+
+def _lifted_structure(problem, margin):
   _checks.check_positive(margin, "margin", strict=False)
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _finite.sanitize(matrix, masks.valid)
-  neg_logits = margin - matrix
-  row_lse, row_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=1)  # [B]: Σ_{k∈N(i)}
-  col_lse, col_has = _lse.masked_logsumexp(neg_logits, masks.negative, axis=0)  # [M]: Σ_{l∈N(j)}
-  # log(exp(row_lse_i) + exp(col_lse_j)) for every pair, an empty side contributing 0 (exp(−inf)), on [B, M] only.
-  # `logaddexp` costs one exp and one log1p per pair; pairs with no negative on either side get 0 (masked below).
-  has_neg = row_has[:, None] | col_has[None, :]
-  row_part = jnp.where(has_neg, jnp.where(row_has, row_lse, -jnp.inf)[:, None], 0.0)
-  col_part = jnp.where(has_neg, jnp.where(col_has, col_lse, -jnp.inf)[None, :], 0.0)
-  neg_lse = jnp.logaddexp(row_part, col_part)
-  active = masks.positive & has_neg
-  hinge = jax.nn.relu(jnp.where(active, neg_lse + matrix, 0.0))
-  num_pos = jnp.sum(masks.positive)
-  total = jnp.sum(jnp.where(active, jnp.square(hinge), 0.0))
-  return total / (2.0 * jnp.maximum(num_pos, 1)) + alarm
+
+  def negative_sums(rows):
+    neg_logits = margin - rows.matrix
+    row_lse, row_has = _lse.masked_logsumexp(neg_logits, rows.negative, axis=1)   # [blk]: Σ_{k∈N(i)}
+    return (row_lse, row_has), _shard.block_logsumexp(neg_logits, rows.negative, axis=0)   # column partials
+
+  def pair_terms(rows, row_lse, row_has, col_lse, col_has):
+    # log(exp(row_lse_i) + exp(col_lse_j)) for every pair, an empty side contributing 0 (exp(−inf)), on [blk, M]
+    # only. `logaddexp` costs one exp and one log1p per pair; pairs with no negative on either side get 0.
+    has_neg = row_has[:, None] | col_has[None, :]
+    row_part = jnp.where(has_neg, jnp.where(row_has, row_lse, -jnp.inf)[:, None], 0.0)
+    col_part = jnp.where(has_neg, jnp.where(col_has, col_lse, -jnp.inf)[None, :], 0.0)
+    neg_lse = jnp.logaddexp(row_part, col_part)
+    active = rows.positive & has_neg
+    hinge = jax.nn.relu(jnp.where(active, neg_lse + rows.matrix, 0.0))
+    total = jnp.sum(jnp.where(active, jnp.square(hinge), 0.0))
+    return total, jnp.sum(rows.positive).astype(rows.matrix.dtype)
+
+  if problem.single_block:   # one block: both passes on the same matrix rows
+    def block(rows, extras, consts):
+      (row_lse, row_has), (shift, total) = negative_sums(rows)
+      col_lse, col_has = _shard.combine_logsumexp(shift[None], total[None], problem.axis_name)
+      return None, pair_terms(rows, row_lse, row_has, col_lse, col_has)
+
+    _, sums, alarm = problem.map(block)
+  else:
+    row_sums, (shifts, totals), alarm = problem.map(lambda rows, extras, consts: negative_sums(rows))
+    columns = _shard.combine_logsumexp(shifts, totals, problem.axis_name)                # [M]: Σ_{l∈N(j)}
+    _, sums, _ = problem.map(lambda rows, extras, consts: (None, pair_terms(rows, *extras, *consts)),
+                             extras=row_sums, consts=columns)
+  total, num_pos = problem.sum_blocks(sums)
+  return total / (2.0 * jnp.maximum(num_pos, 1)) + alarm + problem.alarm
 
 
 def generalized_lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
-                                      self_offset="auto", pos_margin: float = 0.0, neg_margin: float = 1.0):
+                                      self_offset="auto", pos_margin: float = 0.0, neg_margin: float = 1.0,
+                                      axis_name=None, block_size=None):
   """Generalized lifted structure loss (Hermans et al. 2017, Sec. 2) on a Euclidean distance matrix.
 
   `L = mean_a [log Σ_{p∈P(a)} exp(D_ap − m_pos) + log Σ_{n∈N(a)} exp(m_neg − D_an)]₊` over the anchors (queries)
@@ -76,7 +103,8 @@ def generalized_lifted_structure_loss(matrix, query_labels, key_labels=None, *, 
 
   Args:
     matrix: Euclidean distances `D`, `[B, M]`.
-    query_labels, key_labels, query_valid, key_valid, self_offset: as in `lifted_structure_loss`.
+    query_labels, key_labels, query_valid, key_valid, self_offset, axis_name, block_size: as in
+      `lifted_structure_loss`.
     pos_margin: `m_pos`, subtracted from positive distances (default 0, as pytorch-metric-learning).
     neg_margin: `m_neg`, the negative margin (default 1).
 
@@ -87,38 +115,50 @@ def generalized_lifted_structure_loss(matrix, query_labels, key_labels=None, *, 
     Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person Re-Identification", arXiv:1703.07737, 2017.
     Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding", CVPR 2016.
   """
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _finite.sanitize(matrix, masks.valid)
-  pos_lse, has_pos = _lse.masked_logsumexp(matrix - pos_margin, masks.positive, axis=1)
-  neg_lse, has_neg = _lse.masked_logsumexp(neg_margin - matrix, masks.negative, axis=1)
-  anchors = has_pos & has_neg
-  per_anchor = jax.nn.relu(jnp.where(anchors, pos_lse + neg_lse, 0.0))
-  return _lse.safe_mean(per_anchor, anchors) + alarm
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _generalized_lifted_structure(problem, pos_margin, neg_margin)
+
+
+def _generalized_lifted_structure(problem, pos_margin, neg_margin):
+  def block(rows, extras, consts):
+    pos_lse, has_pos = _lse.masked_logsumexp(rows.matrix - pos_margin, rows.positive, axis=1)
+    neg_lse, has_neg = _lse.masked_logsumexp(neg_margin - rows.matrix, rows.negative, axis=1)
+    anchors = has_pos & has_neg
+    per_anchor = jax.nn.relu(jnp.where(anchors, pos_lse + neg_lse, 0.0))
+    return None, (jnp.sum(jnp.where(anchors, per_anchor, 0.0)), jnp.sum(anchors).astype(rows.matrix.dtype))
+
+  _, sums, alarm = problem.map(block)
+  total, count = problem.sum_blocks(sums)
+  return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0) + alarm + problem.alarm
 
 
 @register("lifted_structure")
-def lifted_structure(embeddings, labels, *, valid=None, margin: float = 1.0, distance: str = "euclidean"):
+def lifted_structure(embeddings, labels, *, valid=None, margin: float = 1.0, distance: str = "euclidean",
+                     axis_name=None, block_size=None, memory=None):
   """Lifted structured loss of `[B, D]` embeddings with `[B]` labels.
 
   `distance`: `"euclidean"` (default, the paper's; embeddings used as given), `"squared_euclidean"` or `"cosine"`
-  (`1 - cos`, embeddings L2-normalized inside).
+  (`1 - cos`, embeddings L2-normalized inside). Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return lifted_structure_loss(_metric.distance_matrix(embeddings, distance), labels_, query_valid=valid,
-                               margin=margin) + alarm
+  _checks.check_positive(margin, "margin", strict=False)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=_metric.distance_fn(distance),
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _lifted_structure(problem, margin)
 
 
 @register("generalized_lifted_structure")
 def generalized_lifted_structure(embeddings, labels, *, valid=None, pos_margin: float = 0.0,
-                                 neg_margin: float = 1.0, distance: str = "euclidean"):
+                                 neg_margin: float = 1.0, distance: str = "euclidean", axis_name=None,
+                                 block_size=None, memory=None):
   """Generalized lifted structure loss of `[B, D]` embeddings with `[B]` labels.
 
   `distance`: `"euclidean"` (default, the paper's; embeddings used as given), `"squared_euclidean"` or `"cosine"`
-  (`1 - cos`, embeddings L2-normalized inside).
+  (`1 - cos`, embeddings L2-normalized inside). Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return generalized_lifted_structure_loss(_metric.distance_matrix(embeddings, distance), labels_, query_valid=valid,
-                                           pos_margin=pos_margin, neg_margin=neg_margin) + alarm
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=_metric.distance_fn(distance),
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _generalized_lifted_structure(problem, pos_margin, neg_margin)
 
 
 __all__ = [

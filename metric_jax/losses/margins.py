@@ -44,11 +44,9 @@ def _check_count(value, name):
   return value
 
 
-def _targets(matrix, labels, query_valid, loss, columns_per_class=1):
-  matrix, labels, valid, num_classes, alarm = _classes.check_class_matrix(matrix, labels, query_valid,
-                                                                          num_columns_per_class=columns_per_class)
-  target, in_range = _classes.class_targets(labels, valid, num_classes, loss=loss, multi_hot_reason=_ONE_TARGET)
-  return matrix, target, valid, in_range, alarm
+def _matrix_problem(matrix, labels, query_valid, loss, axis_name, block_size, columns_per_class=1):
+  return _classes.from_class_matrix(matrix, labels, query_valid, loss=loss, num_columns_per_class=columns_per_class,
+                                    multi_hot_reason=_ONE_TARGET, axis_name=axis_name, block_size=block_size)
 
 
 def arcface_target_cosine(cosine, margin: float):
@@ -59,7 +57,8 @@ def arcface_target_cosine(cosine, margin: float):
   return jnp.where(cosine >= -math.cos(margin), shifted, cosine - margin * math.sin(margin))
 
 
-def normalized_softmax_loss(matrix, labels, *, query_valid=None, temperature: float = 0.05):
+def normalized_softmax_loss(matrix, labels, *, query_valid=None, temperature: float = 0.05, axis_name=None,
+                            block_size=None):
   """Normalized softmax loss on `[B, C]` cosine similarities of embeddings to class weights: `CE(cos θ / T, y)`.
 
   Args:
@@ -67,6 +66,8 @@ def normalized_softmax_loss(matrix, labels, *, query_valid=None, temperature: fl
     labels: integer class ids `[B]` in `0 ... C − 1`.
     query_valid: optional boolean `[B]`; False rows are padding.
     temperature: `T` (paper: 0.05).
+    axis_name, block_size: rows sharded over a `shard_map` axis (this device's rows; the mean runs over every
+      device's valid rows) / evaluated in blocks; see `metric_jax.losses._classes`.
 
   Returns:
     Scalar loss, the mean over valid rows (0 without valid rows).
@@ -75,12 +76,17 @@ def normalized_softmax_loss(matrix, labels, *, query_valid=None, temperature: fl
     Zhai, Wu, "Classification is a Strong Baseline for Deep Metric Learning", BMVC 2019.
   """
   _checks.check_positive(temperature, "temperature")
-  matrix, target, valid, in_range, alarm = _targets(matrix, labels, query_valid, "normalized_softmax")
-  per_row = _classes.softmax_cross_entropy(matrix / temperature, target)
-  return _classes.mean_over_rows(per_row, valid, in_range) + alarm
+  problem = _matrix_problem(matrix, labels, query_valid, "normalized_softmax", axis_name, block_size)
+  return _normalized_softmax(problem, temperature)
 
 
-def cosface_loss(matrix, labels, *, query_valid=None, margin: float = 0.35, scale: float = 64.0):
+def _normalized_softmax(problem, temperature):
+  return problem.mean_over_rows(lambda rows, consts: _classes.softmax_cross_entropy(rows.matrix / temperature,
+                                                                                    rows.target))
+
+
+def cosface_loss(matrix, labels, *, query_valid=None, margin: float = 0.35, scale: float = 64.0, axis_name=None,
+                 block_size=None):
   """CosFace (large margin cosine) loss on `[B, C]` cosine similarities: `CE(s·(cos θ − m·onehot(y)), y)`.
 
   Args:
@@ -89,6 +95,8 @@ def cosface_loss(matrix, labels, *, query_valid=None, margin: float = 0.35, scal
     query_valid: optional boolean `[B]`; False rows are padding.
     margin: `m`, subtracted from the target cosine (paper: 0.35).
     scale: `s` (paper: 64).
+    axis_name, block_size: rows sharded over a `shard_map` axis (this device's rows; the mean runs over every
+      device's valid rows) / evaluated in blocks; see `metric_jax.losses._classes`.
 
   Returns:
     Scalar loss, the mean over valid rows.
@@ -97,11 +105,19 @@ def cosface_loss(matrix, labels, *, query_valid=None, margin: float = 0.35, scal
     Wang, Wang, Zhou, Ji, Gong, Zhou, Li, Liu, "CosFace: Large Margin Cosine Loss for Deep Face Recognition",
     CVPR 2018.
   """
+  _check_cosface(margin, scale)
+  problem = _matrix_problem(matrix, labels, query_valid, "cosface", axis_name, block_size)
+  return _cosface(problem, margin, scale)
+
+
+def _check_cosface(margin, scale):
   _checks.check_positive(scale, "scale")
   _checks.check_positive(margin, "margin", strict=False)
-  matrix, target, valid, in_range, alarm = _targets(matrix, labels, query_valid, "cosface")
-  per_row = _classes.softmax_cross_entropy(scale * (matrix - margin * target), target)
-  return _classes.mean_over_rows(per_row, valid, in_range) + alarm
+
+
+def _cosface(problem, margin, scale):
+  return problem.mean_over_rows(lambda rows, consts: _classes.softmax_cross_entropy(
+      scale * (rows.matrix - margin * rows.target), rows.target))
 
 
 def _arcface_rows(cosine, target, margin, scale):
@@ -113,7 +129,8 @@ def _arcface_rows(cosine, target, margin, scale):
   return _classes.softmax_cross_entropy(logits, target)
 
 
-def arcface_loss(matrix, labels, *, query_valid=None, margin: float = 0.5, scale: float = 64.0):
+def arcface_loss(matrix, labels, *, query_valid=None, margin: float = 0.5, scale: float = 64.0, axis_name=None,
+                 block_size=None):
   """ArcFace (additive angular margin) loss on `[B, C]` cosine similarities: the target logit is `s·ψ(θ_y)`.
 
   Args:
@@ -122,6 +139,8 @@ def arcface_loss(matrix, labels, *, query_valid=None, margin: float = 0.5, scale
     query_valid: optional boolean `[B]`; False rows are padding.
     margin: `m` in radians, added to the target angle (paper: 0.5; pytorch-metric-learning takes degrees, 28.6).
     scale: `s` (paper: 64).
+    axis_name, block_size: rows sharded over a `shard_map` axis (this device's rows; the mean runs over every
+      device's valid rows) / evaluated in blocks; see `metric_jax.losses._classes`.
 
   Returns:
     Scalar loss, the mean over valid rows.
@@ -129,14 +148,22 @@ def arcface_loss(matrix, labels, *, query_valid=None, margin: float = 0.5, scale
   References:
     Deng, Guo, Xue, Zafeiriou, "ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019.
   """
+  _check_arcface(margin, scale)
+  problem = _matrix_problem(matrix, labels, query_valid, "arcface", axis_name, block_size)
+  return _arcface(problem, margin, scale)
+
+
+def _check_arcface(margin, scale):
   _checks.check_positive(scale, "scale")
   _check_margin(margin)
-  matrix, target, valid, in_range, alarm = _targets(matrix, labels, query_valid, "arcface")
-  return _classes.mean_over_rows(_arcface_rows(matrix, target, margin, scale), valid, in_range) + alarm
+
+
+def _arcface(problem, margin, scale):
+  return problem.mean_over_rows(lambda rows, consts: _arcface_rows(rows.matrix, rows.target, margin, scale))
 
 
 def subcenter_arcface_loss(matrix, labels, *, query_valid=None, sub_centers: int = 3, margin: float = 0.5,
-                           scale: float = 64.0):
+                           scale: float = 64.0, axis_name=None, block_size=None):
   """Sub-center ArcFace loss on `[B, C * K]` cosine similarities to K sub-centres per class.
 
   `cos θ_ic = max_k cos(x_i, w_{c,k})` (class c's sub-centres are columns `c * K ... c * K + K − 1`), then ArcFace.
@@ -148,6 +175,8 @@ def subcenter_arcface_loss(matrix, labels, *, query_valid=None, sub_centers: int
     sub_centers: `K` (paper: 3).
     margin: `m` in radians (paper: 0.5).
     scale: `s` (paper: 64).
+    axis_name, block_size: rows sharded over a `shard_map` axis (this device's rows; the mean runs over every
+      device's valid rows) / evaluated in blocks; see `metric_jax.losses._classes`.
 
   Returns:
     Scalar loss, the mean over valid rows. (The paper's second stage, dropping samples far from their class's dominant
@@ -157,16 +186,22 @@ def subcenter_arcface_loss(matrix, labels, *, query_valid=None, sub_centers: int
     Deng, Guo, Liu, Yang, Kotsia, Zafeiriou, "Sub-center ArcFace: Boosting Face Recognition by Large-Scale Noisy
     Web Faces", ECCV 2020.
   """
-  return _subcenter_arcface_loss(matrix, labels, query_valid, sub_centers, margin, scale, layout="class")
+  _check_subcenter(sub_centers, margin, scale)
+  problem = _matrix_problem(matrix, labels, query_valid, "subcenter_arcface", axis_name, block_size, sub_centers)
+  return _subcenter_arcface(problem, sub_centers, margin, scale, layout="class")
 
 
-def _subcenter_arcface_loss(matrix, labels, query_valid, sub_centers, margin, scale, layout):
+def _check_subcenter(sub_centers, margin, scale):
   _check_count(sub_centers, "sub_centers")
-  _checks.check_positive(scale, "scale")
-  _check_margin(margin)
-  matrix, target, valid, in_range, alarm = _targets(matrix, labels, query_valid, "subcenter_arcface", sub_centers)
-  cosine = jnp.max(_classes.per_center(matrix, sub_centers, layout), axis=1)
-  return _classes.mean_over_rows(_arcface_rows(cosine, target, margin, scale), valid, in_range) + alarm
+  _check_arcface(margin, scale)
+
+
+def _subcenter_arcface(problem, sub_centers, margin, scale, layout):
+  def per_row(rows, consts):
+    cosine = jnp.max(_classes.per_center(rows.matrix, sub_centers, layout), axis=1)
+    return _arcface_rows(cosine, rows.target, margin, scale)
+
+  return problem.mean_over_rows(per_row)
 
 
 def _init_weights(key, *, num_classes, embedding_dim, dtype, rows_per_class=1):
@@ -184,45 +219,59 @@ def _init_sub_centers(key, *, num_classes, embedding_dim, dtype, sub_centers, **
                        rows_per_class=sub_centers)
 
 
-def _class_cosine(embeddings, labels, valid, params, loss, rows_per_class=1, rows_per_class_name=""):
-  """`(cosines [B, R], labels, valid, alarm)`; with several rows per class the columns are centre-major."""
-  embeddings, labels_, valid, weights, alarm = _classes.embedding_inputs(
-      embeddings, labels, valid, params, "weights", loss, rows_per_class=rows_per_class,
-      rows_per_class_name=rows_per_class_name)
-  if rows_per_class > 1:
-    weights = _classes.center_major(weights, rows_per_class)
-  return _classes.cosine_to_classes(embeddings, weights), labels_, valid, alarm
+def _class_problem(embeddings, labels, valid, params, loss, axis_name, block_size, memory, rows_per_class=1,
+                   rows_per_class_name=""):
+  """The registry forms' `ClassProblem` of cosines to the class weights; with several rows per class the columns are
+  centre-major."""
+  prepare = None if rows_per_class == 1 else (lambda w: _classes.center_major(w, rows_per_class))
+  return _classes.from_class_embeddings(
+      embeddings, labels, valid, params, "weights", loss, matrix_fn=_classes.cosine_to_classes, prepare=prepare,
+      rows_per_class=rows_per_class, rows_per_class_name=rows_per_class_name, multi_hot_reason=_ONE_TARGET,
+      axis_name=axis_name, block_size=block_size, memory=memory)
 
 
 @register("normalized_softmax", init=_init_one_per_class, multi_hot=False)
-def normalized_softmax(embeddings, labels, *, params=None, valid=None, temperature: float = 0.05):
-  """NormalizedSoftmax loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C, D]}`."""
-  matrix, labels_, valid, alarm = _class_cosine(embeddings, labels, valid, params, "normalized_softmax")
-  return normalized_softmax_loss(matrix, labels_, query_valid=valid, temperature=temperature) + alarm
+def normalized_softmax(embeddings, labels, *, params=None, valid=None, temperature: float = 0.05, axis_name=None,
+                       block_size=None, memory=None):
+  """NormalizedSoftmax loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C, D]}`.
+
+  Scale: `axis_name` (local rows inside `shard_map`, parameters replicated; global-batch loss), `block_size` (rows in
+  blocks); `memory` is refused (the keys are the class weights). See `metric_jax.losses._classes`.
+  """
+  _checks.check_positive(temperature, "temperature")
+  problem = _class_problem(embeddings, labels, valid, params, "normalized_softmax", axis_name, block_size, memory)
+  return _normalized_softmax(problem, temperature)
 
 
 @register("cosface", init=_init_one_per_class, multi_hot=False)
-def cosface(embeddings, labels, *, params=None, valid=None, margin: float = 0.35, scale: float = 64.0):
-  """CosFace loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C, D]}`."""
-  matrix, labels_, valid, alarm = _class_cosine(embeddings, labels, valid, params, "cosface")
-  return cosface_loss(matrix, labels_, query_valid=valid, margin=margin, scale=scale) + alarm
+def cosface(embeddings, labels, *, params=None, valid=None, margin: float = 0.35, scale: float = 64.0, axis_name=None,
+            block_size=None, memory=None):
+  """CosFace loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C, D]}`; scale arguments as in
+  `normalized_softmax`."""
+  _check_cosface(margin, scale)
+  problem = _class_problem(embeddings, labels, valid, params, "cosface", axis_name, block_size, memory)
+  return _cosface(problem, margin, scale)
 
 
 @register("arcface", init=_init_one_per_class, multi_hot=False)
-def arcface(embeddings, labels, *, params=None, valid=None, margin: float = 0.5, scale: float = 64.0):
-  """ArcFace loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C, D]}`."""
-  matrix, labels_, valid, alarm = _class_cosine(embeddings, labels, valid, params, "arcface")
-  return arcface_loss(matrix, labels_, query_valid=valid, margin=margin, scale=scale) + alarm
+def arcface(embeddings, labels, *, params=None, valid=None, margin: float = 0.5, scale: float = 64.0, axis_name=None,
+            block_size=None, memory=None):
+  """ArcFace loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C, D]}`; scale arguments as in
+  `normalized_softmax`."""
+  _check_arcface(margin, scale)
+  problem = _class_problem(embeddings, labels, valid, params, "arcface", axis_name, block_size, memory)
+  return _arcface(problem, margin, scale)
 
 
 @register("subcenter_arcface", init=_init_sub_centers, multi_hot=False)
 def subcenter_arcface(embeddings, labels, *, params=None, valid=None, sub_centers: int = 3, margin: float = 0.5,
-                      scale: float = 64.0):
-  """Sub-center ArcFace loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C * K, D]}`."""
-  _check_count(sub_centers, "sub_centers")
-  matrix, labels_, valid, alarm = _class_cosine(embeddings, labels, valid, params, "subcenter_arcface",
-                                                rows_per_class=sub_centers, rows_per_class_name="sub_centers")
-  return _subcenter_arcface_loss(matrix, labels_, valid, sub_centers, margin, scale, layout="center") + alarm
+                      scale: float = 64.0, axis_name=None, block_size=None, memory=None):
+  """Sub-center ArcFace loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C * K, D]}`; scale arguments as in
+  `normalized_softmax`."""
+  _check_subcenter(sub_centers, margin, scale)
+  problem = _class_problem(embeddings, labels, valid, params, "subcenter_arcface", axis_name, block_size, memory,
+                           rows_per_class=sub_centers, rows_per_class_name="sub_centers")
+  return _subcenter_arcface(problem, sub_centers, margin, scale, layout="center")
 
 
 __all__ = ["normalized_softmax_loss", "cosface_loss", "arcface_loss", "subcenter_arcface_loss",

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, mining as mining_lib
-from metric_jax.losses import _finite, _lse, _metric
+from metric_jax import _checks, mining as mining_lib
+from metric_jax.losses import _lse, _metric, _shard
 from metric_jax.losses._registry import register
 
 
@@ -35,7 +35,8 @@ def _check_bool(value, name):
 
 def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None,
                           self_offset="auto", alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
-                          mining: bool = True, epsilon: float = 0.1, plus_one: bool = True):
+                          mining: bool = True, epsilon: float = 0.1, plus_one: bool = True, axis_name=None,
+                          block_size=None):
   """Multi-similarity loss on a cosine similarity matrix.
 
   Args:
@@ -52,6 +53,8 @@ def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=
     mining: apply ε-mining before the loss (the paper's full method).
     epsilon: `ε` of the mining (paper: 0.1).
     plus_one: keep the "+1" inside the logarithms (the paper's loss); False gives `1/α log Σ …` (GPW form).
+    axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`).
 
   Returns:
     Scalar loss, the mean over valid queries; anchors without a positive or a negative add 0.
@@ -60,36 +63,49 @@ def multi_similarity_loss(matrix, query_labels, key_labels=None, *, query_valid=
     Wang, Han, Huang, Dong, Scott, "Multi-Similarity Loss with General Pair Weighting for Deep Metric Learning",
     CVPR 2019.
   """
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _multi_similarity(problem, alpha, beta, base, mining, epsilon, plus_one)
+
+
+def _check_multi_similarity(alpha, beta, mining, epsilon, plus_one):
   for value, name in ((alpha, "alpha"), (beta, "beta")):
     _checks.check_positive(value, name)
   _checks.check_positive(epsilon, "epsilon", strict=False)
   _check_bool(mining, "mining")
   _check_bool(plus_one, "plus_one")
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  query_valid = _checks.check_valid(query_valid, matrix.shape[0], "query_valid")
-  matrix, alarm = _finite.sanitize(matrix, masks.valid)
-  positive, negative = masks.positive, masks.negative
-  if mining:
-    positive, negative = mining_lib.multi_similarity_pairs(matrix, positive, negative, epsilon=epsilon)
-  pos_lse, has_pos = _lse.masked_logsumexp(-alpha * (matrix - base), positive, axis=1, add_one=plus_one)
-  neg_lse, has_neg = _lse.masked_logsumexp(beta * (matrix - base), negative, axis=1, add_one=plus_one)
-  anchors = has_pos & has_neg
-  per_anchor = jnp.where(anchors, pos_lse / alpha + neg_lse / beta, 0.0)
-  return jnp.sum(per_anchor) / jnp.maximum(jnp.sum(query_valid), 1) + alarm
+
+
+def _multi_similarity(problem, alpha, beta, base, mining, epsilon, plus_one):
+  _check_multi_similarity(alpha, beta, mining, epsilon, plus_one)
+
+  def block(rows, extras, consts):
+    matrix, positive, negative = rows.matrix, rows.positive, rows.negative
+    if mining:
+      positive, negative = mining_lib.multi_similarity_pairs(matrix, positive, negative, epsilon=epsilon)
+    pos_lse, has_pos = _lse.masked_logsumexp(-alpha * (matrix - base), positive, axis=1, add_one=plus_one)
+    neg_lse, has_neg = _lse.masked_logsumexp(beta * (matrix - base), negative, axis=1, add_one=plus_one)
+    per_anchor = jnp.where(has_pos & has_neg, pos_lse / alpha + neg_lse / beta, 0.0)
+    return None, jnp.sum(per_anchor)
+
+  _, sums, alarm = problem.map(block)
+  total = problem.sum_blocks(sums)
+  return total / jnp.maximum(problem.num_valid_queries(), 1) + alarm + problem.alarm
 
 
 @register("multi_similarity")
 def multi_similarity(embeddings, labels, *, valid=None, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
-                     mining: bool = True, epsilon: float = 0.1, plus_one: bool = True, similarity: str = "cosine"):
+                     mining: bool = True, epsilon: float = 0.1, plus_one: bool = True, similarity: str = "cosine",
+                     axis_name=None, block_size=None, memory=None):
   """Multi-similarity loss of `[B, D]` embeddings with `[B]` labels.
 
   `similarity`: `"cosine"` (default, the paper's; embeddings L2-normalized inside) or `"dot"` (dot products of the
-  embeddings as given; `base` and `epsilon` are then on the dot-product scale).
+  embeddings as given; `base` and `epsilon` are then on the dot-product scale). Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  return multi_similarity_loss(_metric.similarity_matrix(embeddings, similarity), labels_, query_valid=valid,
-                               alpha=alpha, beta=beta, base=base, mining=mining, epsilon=epsilon,
-                               plus_one=plus_one) + alarm
+  _check_multi_similarity(alpha, beta, mining, epsilon, plus_one)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=_metric.similarity_fn(similarity),
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _multi_similarity(problem, alpha, beta, base, mining, epsilon, plus_one)
 
 
 __all__ = ["multi_similarity_loss", "multi_similarity"]

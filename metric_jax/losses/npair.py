@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from metric_jax import _checks, labels
-from metric_jax.losses import _finite, _lse, _metric
+from metric_jax.losses import _finite, _lse, _metric, _shard
 from metric_jax.losses._registry import register
 
 
@@ -32,60 +32,84 @@ def _check_bool(value, name):
   return value
 
 
-def _npair_tuples(matrix, query_labels, key_labels, query_valid, key_valid, self_offset):
-  """Locates the tuples of the N-pair convention above inside the `[B, M]` matrix (no gather of its columns).
+def _first_of_class(class_ids, candidate):
+  """`[N]` bool: True at the lowest index among the `candidate` rows of each class (sort-based, `O(N log N)`)."""
+  index = jnp.arange(class_ids.shape[0])
+  order = jnp.lexsort((index, class_ids, ~candidate))       # candidates first, by class, then by index
+  sorted_ids, sorted_candidate = class_ids[order], candidate[order]
+  new_class = jnp.concatenate([jnp.ones((1,), bool), sorted_ids[1:] != sorted_ids[:-1]])
+  return jnp.zeros_like(candidate).at[order].set(sorted_candidate & new_class)
 
-  Returns:
-    `(matrix, is_anchor [B], pos_key [B], tuple_mask [B, M], alarm)`: the sanitized matrix (see
-    `metric_jax.losses._finite`), `pos_key[i]` the positive key of anchor i, `tuple_mask[i, k]` marking the positives
-    of the *other* anchors, i.e. the negatives of anchor i's tuple, and the alarm scalar (NaN when a valid pair's entry
-    is not finite).
+
+def _tuple_rows(matrix, is_anchor, pos_key, target, is_pos_key, key_target, mode: str):
+  """One block of anchor rows: `(sum of the row terms, column partials)`.
+
+  Row terms (anchors as queries): mc `log(1 + Σ_k exp(S_ik − S_i,p(i)))`, ovo `Σ_k softplus(S_ik − S_i,p(i))` over
+  the tuple keys k (the other anchors' positives). Column partials (positives as anchors, the symmetric form): per key
+  k, over the block's anchors i, `(shift, total)` of `logsumexp_i(S_ik − S_a(k),k)` (mc) or `Σ_i softplus(...)` (ovo).
   """
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _finite.sanitize(matrix, masks.valid)
-  num_queries, num_keys = matrix.shape
-  query_labels = jnp.asarray(query_labels)
-  has_pos = jnp.any(masks.positive, axis=1)
-  pos_key = jnp.argmax(masks.positive, axis=1)  # first positive key of each query
-  same_class = query_labels[:, None] == query_labels[None, :]
-  earlier = jnp.arange(num_queries)[None, :] < jnp.arange(num_queries)[:, None]
-  taken = jnp.any(same_class & earlier & has_pos[None, :], axis=1)
-  is_anchor = has_pos & ~taken
-  is_pos_key = jnp.zeros((num_keys,), bool).at[pos_key].max(is_anchor)
-  tuple_mask = is_anchor[:, None] & is_pos_key[None, :] & (pos_key[:, None] != jnp.arange(num_keys)[None, :])
-  return matrix, is_anchor, pos_key, tuple_mask, alarm
-
-
-def _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode: str):
-  """Per-anchor losses along rows (anchors as queries) and per positive key along columns (positives as anchors)."""
-  target = jnp.take_along_axis(matrix, pos_key[:, None], axis=1)[:, 0]                     # S[a_c, p_c], [B]
-  key_target = jnp.zeros((matrix.shape[1],), matrix.dtype).at[pos_key].add(jnp.where(is_anchor, target, 0.0))
+  keys = jnp.arange(matrix.shape[1])
+  tuple_mask = is_anchor[:, None] & is_pos_key[None, :] & (pos_key[:, None] != keys[None, :])
   row_diff = jnp.where(tuple_mask, matrix - target[:, None], 0.0)        # S[a_c, p_c'] − S[a_c, p_c]
   col_diff = jnp.where(tuple_mask, matrix - key_target[None, :], 0.0)    # S[a_c', p_c] − S[a_c, p_c]
   if mode == "mc":  # log(1 + Σ exp(diff)), computed on the differences (no cancellation).
     row, _ = _lse.masked_logsumexp(row_diff, tuple_mask, axis=1, add_one=True)
-    col, _ = _lse.masked_logsumexp(col_diff, tuple_mask, axis=0, add_one=True)
-    return row, col
-  row = jnp.sum(jnp.where(tuple_mask, jax.nn.softplus(row_diff), 0.0), axis=1)
-  col = jnp.sum(jnp.where(tuple_mask, jax.nn.softplus(col_diff), 0.0), axis=0)
-  return row, col
+    return jnp.sum(jnp.where(is_anchor, row, 0.0)), _shard.block_logsumexp(col_diff, tuple_mask, axis=0)
+  row = jnp.sum(jnp.where(tuple_mask, jax.nn.softplus(row_diff), 0.0))
+  return row, jnp.sum(jnp.where(tuple_mask, jax.nn.softplus(col_diff), 0.0), axis=0)
 
 
-def _npair_matrix_loss(mode, matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric):
-  _check_bool(symmetric, "symmetric")
-  matrix, is_anchor, pos_key, tuple_mask, alarm = _npair_tuples(matrix, query_labels, key_labels, query_valid,
-                                                                key_valid, self_offset)
-  row, col = _npair_terms(matrix, is_anchor, pos_key, tuple_mask, mode)
-  # A single pair has no negative: its term is exactly 0 (mc: log 1, ovo: empty sum), as the contract requires.
-  num_anchors = jnp.sum(is_anchor)
-  loss = jnp.sum(jnp.where(is_anchor, row, 0.0))
+def _combine(mode, row_sums, col_parts, num_anchors, symmetric, axis_name):
+  """`(Σ row terms [+ Σ column terms] / 2) / N` from the blocks' outputs."""
+  loss = _shard.sum_blocks(row_sums, axis_name)
   if symmetric:  # the column terms live on the positive keys; keys that are no anchor's positive have no term (0).
+    if mode == "mc":
+      col, _ = _shard.combine_logsumexp(*col_parts, axis_name, add_one=True)
+    else:
+      col = _shard.sum_blocks(col_parts, axis_name)
     loss = 0.5 * (loss + jnp.sum(col))
-  return loss / jnp.maximum(num_anchors, 1) + alarm
+  # A single pair has no negative: its term is exactly 0 (mc: log 1, ovo: empty sum), as the contract requires.
+  return loss / jnp.maximum(num_anchors, 1)
+
+
+def _npair_matrix_loss(mode, matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric,
+                       axis_name, block_size):
+  """The matrix form: locates the tuples of the N-pair convention (module docstring) in the `[B, M]` matrix rows.
+
+  Anchors are global: query i is an anchor when it has a positive key and no earlier query (over every device, in
+  global order) of its class has one; its positive is its first positive key.
+  """
+  _check_bool(symmetric, "symmetric")
+  if len(jnp.shape(query_labels)) == 2:
+    raise ValueError(f"`query_labels` must be integer class ids [B] for the N-pair losses: their tuples take one "
+                     f"anchor and one positive per class, which multi-hot labels {tuple(jnp.shape(query_labels))} do "
+                     "not define.")
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+
+  def first_positive(rows, extras, consts):   # labels only: the matrix rows are not read
+    return (jnp.any(rows.positive, axis=1), jnp.argmax(rows.positive, axis=1).astype(jnp.int32)), None
+
+  (has_pos, pos_key), _, _ = problem.map(first_positive)
+  first = _first_of_class(problem.gather(problem.query_labels), problem.gather(has_pos))
+  is_anchor = has_pos & jax.lax.dynamic_slice_in_dim(first, problem.row_offset, problem.num_rows)
+  num_keys = problem.num_keys
+  is_pos_key = problem.psum(jnp.zeros((num_keys,), jnp.int32).at[pos_key].add(is_anchor.astype(jnp.int32))) > 0
+  # S[a, p(a)] for the local anchors (an entry of a valid pair), read directly from the given matrix rows.
+  target = jnp.where(is_anchor, jnp.take_along_axis(matrix, pos_key[:, None], axis=1)[:, 0], 0.0)
+  key_target = problem.psum(jnp.zeros((num_keys,), target.dtype).at[pos_key].add(target))
+
+  def values(rows, extras, consts):
+    return None, _tuple_rows(rows.matrix, *extras, *consts, mode)
+
+  _, (row_sums, col_parts), alarm = problem.map(values, extras=(is_anchor, pos_key, target),
+                                                consts=(is_pos_key, key_target))
+  loss = _combine(mode, row_sums, col_parts, problem.count(is_anchor), symmetric, axis_name)
+  return loss + alarm + problem.alarm
 
 
 def npair_mc_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
-                  symmetric: bool = False):
+                  symmetric: bool = False, axis_name=None, block_size=None):
   """Multi-class N-pair loss (N-pair-mc) on a dot-product similarity matrix.
 
   `L = 1/N Σ_c log(1 + Σ_{c'≠c} exp(S[a_c, p_{c'}] − S[a_c, p_c]))` over the N classes that have an (anchor a_c,
@@ -94,13 +118,16 @@ def npair_mc_loss(matrix, query_labels, key_labels=None, *, query_valid=None, ke
 
   Args:
     matrix: dot-product similarities `S = f_q f_kᵀ`, `[B, M]`.
-    query_labels: integer `[B]`.
+    query_labels: integer `[B]` (class ids only; multi-hot labels are refused).
     key_labels: integer `[M]`; None when the keys are the queries (square matrix, self pairs excluded).
     query_valid: optional boolean `[B]`; False rows are padding.
     key_valid: optional boolean `[M]`.
     self_offset: which key each query is itself (see `metric_jax.labels`).
     symmetric: also use the positives as anchors (the column softmax of the table) and average both directions
       (the paper's symmetric form; for a symmetric `S` it is exactly the tuple loss anchored at `f_c⁺`).
+    axis_name: inside `shard_map`, the axis over which the query rows are sharded (anchors are picked in global
+      order; the column sums of `symmetric` run over every device); `block_size`: query rows in blocks. See
+      `metric_jax.losses._shard`.
 
   Returns:
     Scalar loss; 0 when no class has a pair.
@@ -108,11 +135,12 @@ def npair_mc_loss(matrix, query_labels, key_labels=None, *, query_valid=None, ke
   References:
     Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
   """
-  return _npair_matrix_loss("mc", matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric)
+  return _npair_matrix_loss("mc", matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric,
+                            axis_name, block_size)
 
 
 def npair_ovo_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
-                   symmetric: bool = False):
+                   symmetric: bool = False, axis_name=None, block_size=None):
   """One-vs-one N-pair loss (N-pair-ovo) on a dot-product similarity matrix.
 
   `L = 1/N Σ_c Σ_{c'≠c} log(1 + exp(S[a_c, p_{c'}] − S[a_c, p_c]))`: N−1 independent triplet-style (softplus) terms
@@ -124,67 +152,118 @@ def npair_ovo_loss(matrix, query_labels, key_labels=None, *, query_valid=None, k
   References:
     Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
   """
-  return _npair_matrix_loss("ovo", matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric)
+  return _npair_matrix_loss("ovo", matrix, query_labels, key_labels, query_valid, key_valid, self_offset, symmetric,
+                            axis_name, block_size)
 
 
-def _embedding_l2(embeddings, valid, l2_reg):
+def _embedding_l2(embeddings, valid, l2_reg, axis_name):
+  """`l2_reg · mean_i |f_i|²` over the valid rows of every device."""
   _checks.check_positive(l2_reg, "l2_reg", strict=False)
-  sq_norms = jnp.sum(jnp.square(embeddings), axis=1)
-  return l2_reg * _lse.safe_mean(sq_norms, valid)
+  sq_norms = jnp.where(valid, jnp.sum(jnp.square(embeddings), axis=1), 0.0)
+  total, count = _shard.psum((jnp.sum(sq_norms), jnp.sum(valid).astype(embeddings.dtype)), axis_name)
+  return l2_reg * jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
 
 
-def _anchor_positive_matrix(embeddings, labels_, valid, similarity):
-  """The compact `[K, K]` similarity matrix `A Pᵀ` of anchors × positives, `K = max(B // 2, 1)`.
+def _compact_tuples(key_labels, key_valid, num_queries: int, num_slots: int):
+  """The tuples of the key set, one per class: `(slot_valid [S], anchor key [S], positive key [S])`.
 
-  Every anchor owns a distinct positive, so a batch of B rows has at most B // 2 tuples. The anchors (picked with the
-  convention of the module docstring on the label masks alone) are moved to the first slots; slots past the number of
-  anchors are marked invalid. Row k and column k then form tuple k, which the matrix form finds with the labels
-  `arange(K)` and no self pairs. The product costs a quarter of the full `[B, B]` matrix.
+  The anchor of a class is its first valid key, which must be a query (the first `num_queries` keys), and its
+  positive the class's second valid key; a class needs two valid keys. Sort-based (`O(M log M)`, no `[M, M]` mask).
   """
-  num_rows = embeddings.shape[0]
-  masks = labels.pair_masks(labels_, query_valid=valid)
-  has_pos = jnp.any(masks.positive, axis=1)
-  pos_key = jnp.argmax(masks.positive, axis=1)
-  same_class = labels_[:, None] == labels_[None, :]
-  earlier = jnp.arange(num_rows)[None, :] < jnp.arange(num_rows)[:, None]
-  is_anchor = has_pos & ~jnp.any(same_class & earlier & has_pos[None, :], axis=1)
-  num_slots = max(num_rows // 2, 1)
-  anchor_rows = jnp.argsort(~is_anchor, stable=True)[:num_slots]
-  slot_valid = is_anchor[anchor_rows]
-  anchors = jnp.take(embeddings, anchor_rows, axis=0)
-  positives = jnp.take(embeddings, pos_key[anchor_rows], axis=0)
-  return _metric.similarity_matrix(anchors, similarity, keys=positives), jnp.arange(num_slots), slot_valid
+  index = jnp.arange(key_labels.shape[0])
+  order = jnp.lexsort((index, key_labels, ~key_valid))      # valid keys first, grouped by class, by index
+  sorted_ids, sorted_valid = key_labels[order], key_valid[order]
+  starts = sorted_valid & jnp.concatenate([jnp.ones((1,), bool), sorted_ids[1:] != sorted_ids[:-1]])
+  second = jnp.concatenate([sorted_valid[1:] & (sorted_ids[1:] == sorted_ids[:-1]), jnp.zeros((1,), bool)])
+  is_tuple = starts & second & (order < num_queries)
+  picked = jnp.argsort(~is_tuple, stable=True)[:num_slots]
+  positive = jnp.concatenate([order[1:], order[:1]])
+  return is_tuple[picked], order[picked], positive[picked]
+
+
+def _npair_registry(mode, embeddings, labels_, valid, symmetric, l2_reg, similarity, axis_name, block_size, memory):
+  """The registry form on the compact `[S, S]` matrix of anchors × positives (`S` tuple slots).
+
+  Every anchor owns a distinct positive, so a batch of G rows has at most G // 2 tuples (G with memory, whose keys can
+  be positives); slot s is tuple s, and row s and column s of `A Pᵀ` form it. The slots are spread over the devices of
+  `axis_name` (each computes its `[S / n, S]` rows); the product costs a quarter of the full `[G, G]` matrix.
+  """
+  _check_bool(symmetric, "symmetric")
+  _checks.check_positive(l2_reg, "l2_reg", strict=False)
+  matrix_fn = _metric.similarity_fn(similarity)
+  _shard.check_axis_name(axis_name)
+  block_size = _shard.check_block_size(block_size)
+  embeddings, labels_, valid = _finite.check_embedding_inputs(embeddings, labels_, valid)
+  embeddings, alarm = _finite.sanitize_rows(embeddings, valid)
+  alarm = _shard.psum(alarm, axis_name)
+  n = _shard.axis_size(axis_name)
+  keys, key_labels, key_valid = (_shard.gather(x, axis_name) for x in (embeddings, labels_, valid))
+  num_queries = keys.shape[0]
+  mem = _shard.check_memory(memory, embeddings.shape[1], labels_)
+  if mem is not None:
+    mem_embeddings, mem_alarm, mem_labels, mem_valid = mem
+    alarm = alarm + mem_alarm
+    keys = jnp.concatenate([keys, mem_embeddings.astype(keys.dtype)])
+    key_labels = jnp.concatenate([key_labels, mem_labels.astype(key_labels.dtype)])
+    key_valid = jnp.concatenate([key_valid, mem_valid])
+  num_slots = num_queries if mem is not None else max(num_queries // 2, 1)
+  local_slots = -(-num_slots // n)
+  slot_valid, anchor_key, positive_key = _compact_tuples(key_labels, key_valid, num_queries, local_slots * n)
+  positives = jnp.take(keys, positive_key, axis=0)                                  # [S, D], the compact keys
+  first = _shard.axis_index(axis_name) * local_slots
+  local = lambda x: jax.lax.dynamic_slice_in_dim(x, first, local_slots)
+  anchors = jnp.take(keys, local(anchor_key), axis=0)                               # this device's [S / n, D]
+  is_anchor = local(slot_valid)
+  # S[a_s, p_s] for this device's slots, row by row (the diagonal of the compact matrix), gathered for the columns.
+  target = _rowwise(matrix_fn, anchors, local(positives))
+  target = jnp.where(is_anchor, target, 0.0)
+  key_target = _shard.gather(target, axis_name)
+  own = first + jnp.arange(local_slots, dtype=jnp.int32)
+
+  def values(rows, consts, start):
+    anchor_rows, anchor_valid, own_key, row_target = rows
+    matrix = matrix_fn(anchor_rows, consts[0])
+    return None, _tuple_rows(matrix, anchor_valid, own_key, row_target, consts[1], consts[2], mode)
+
+  _, (row_sums, col_parts) = _shard.map_blocks(values, (anchors, is_anchor, own, target),
+                                               (positives, slot_valid, key_target), block_size=block_size)
+  num_anchors = _shard.psum(jnp.sum(is_anchor).astype(target.dtype), axis_name)
+  loss = _combine(mode, row_sums, col_parts, num_anchors, symmetric, axis_name)
+  return loss + _embedding_l2(embeddings, valid, l2_reg, axis_name) + alarm
+
+
+def _rowwise(matrix_fn, a, b):
+  """`[R]` with entry r the similarity of `a[r]` and `b[r]`, computed by `matrix_fn` on `[1, D]` row pairs."""
+  return jax.vmap(lambda x, y: matrix_fn(x[None], y[None])[0, 0])(a, b)
 
 
 @register("npair_mc")
 def npair_mc(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0,
-             similarity: str = "dot"):
+             similarity: str = "dot", axis_name=None, block_size=None, memory=None):
   """N-pair-mc loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
 
-  Equal to `npair_mc_loss` on the full `[B, B]` similarity matrix, but computed on the `[B/2, B/2]` matrix of anchors
-  × positives only. `similarity`: `"dot"` (default, the paper's; embeddings used as given) or `"cosine"` (embeddings
-  L2-normalized inside; the logits then lie in `[-1, 1]`). `l2_reg` is the paper's L2 regularizer of the
-  (unnormalized) embedding norms; 0 turns it off (the default, so that a batch without pairs gives exactly 0).
+  Equal to `npair_mc_loss` on the full `[B, B]` similarity matrix (on the batch plus `memory` keys with memory), but
+  computed on the `[B/2, B/2]` matrix of anchors × positives only. `similarity`: `"dot"` (default, the paper's;
+  embeddings used as given) or `"cosine"` (embeddings L2-normalized inside; the logits then lie in `[-1, 1]`).
+  `l2_reg` is the paper's L2 regularizer of the (unnormalized) embedding norms; 0 turns it off (the default, so that a
+  batch without pairs gives exactly 0). Scale arguments (`axis_name`: the tuple slots are spread over the devices;
+  `block_size`: slots in blocks; `memory`: extra keys, which can be positives but never anchors): see
+  `metric_jax.losses._shard`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid, similarity)
-  loss = npair_mc_loss(matrix, slot_labels, slot_labels, query_valid=slot_valid, key_valid=slot_valid,
-                       self_offset=None, symmetric=symmetric)
-  return loss + _embedding_l2(embeddings, valid, l2_reg) + alarm
+  return _npair_registry("mc", embeddings, labels, valid, symmetric, l2_reg, similarity, axis_name, block_size,
+                         memory)
 
 
 @register("npair_ovo")
 def npair_ovo(embeddings, labels, *, valid=None, symmetric: bool = False, l2_reg: float = 0.0,
-              similarity: str = "dot"):
+              similarity: str = "dot", axis_name=None, block_size=None, memory=None):
   """N-pair-ovo loss of `[B, D]` embeddings with `[B]` labels, plus `l2_reg · mean_i |f_i|²` over valid rows.
 
-  Computed, like `npair_mc`, on the `[B/2, B/2]` matrix of anchors × positives; `similarity` as in `npair_mc`.
+  Computed, like `npair_mc`, on the `[B/2, B/2]` matrix of anchors × positives; `similarity` and the scale arguments
+  as in `npair_mc`.
   """
-  embeddings, labels_, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
-  matrix, slot_labels, slot_valid = _anchor_positive_matrix(embeddings, labels_, valid, similarity)
-  loss = npair_ovo_loss(matrix, slot_labels, slot_labels, query_valid=slot_valid, key_valid=slot_valid,
-                        self_offset=None, symmetric=symmetric)
-  return loss + _embedding_l2(embeddings, valid, l2_reg) + alarm
+  return _npair_registry("ovo", embeddings, labels, valid, symmetric, l2_reg, similarity, axis_name, block_size,
+                         memory)
 
 
 __all__ = ["npair_mc_loss", "npair_ovo_loss", "npair_mc", "npair_ovo"]

@@ -43,7 +43,7 @@ def _relaxed_similarity(centers, gamma):
 
 
 def softtriple_loss(matrix, labels, *, query_valid=None, centers_per_class: int = 10, scale: float = 20.0,
-                    gamma: float = 0.1, margin: float = 0.01):
+                    gamma: float = 0.1, margin: float = 0.01, axis_name=None, block_size=None):
   """SoftTriple classification term `1/|B| Σ_i ℓ_i` on `[B, C * K]` cosine similarities to the centres.
 
   The centre regularizer depends on the centres only; the registry form `softtriple` adds `tau · R / (C K (K − 1))`
@@ -57,6 +57,8 @@ def softtriple_loss(matrix, labels, *, query_valid=None, centers_per_class: int 
     scale: `λ`, the scale of the class logits (paper: 20).
     gamma: `γ`, the temperature of the softmax over a class's centres (paper: 0.1).
     margin: `δ`, subtracted from the target class similarity (paper: 0.01).
+    axis_name, block_size: rows sharded over a `shard_map` axis (this device's rows; the mean runs over every
+      device's valid rows) / evaluated in blocks; see `metric_jax.losses._classes`.
 
   Returns:
     Scalar loss, the mean over valid rows.
@@ -64,22 +66,29 @@ def softtriple_loss(matrix, labels, *, query_valid=None, centers_per_class: int 
   References:
     Qian, Shang, Sun, Hu, Li, Jin, "SoftTriple Loss: Deep Metric Learning Without Triplet Sampling", ICCV 2019.
   """
-  return _softtriple_loss(matrix, labels, query_valid, centers_per_class, scale, gamma, margin, layout="class")
+  _check_softtriple(centers_per_class, scale, gamma, margin)
+  problem = _classes.from_class_matrix(matrix, labels, query_valid, loss="softtriple",
+                                       num_columns_per_class=centers_per_class, multi_hot_reason=_ONE_TARGET,
+                                       axis_name=axis_name, block_size=block_size)
+  return _softtriple(problem, centers_per_class, scale, gamma, margin, layout="class")
 
 
-def _softtriple_loss(matrix, labels, query_valid, centers_per_class, scale, gamma, margin, layout):
+_ONE_TARGET = "its softmax cross-entropy has one target class per sample."
+
+
+def _check_softtriple(centers_per_class, scale, gamma, margin):
   _check_count(centers_per_class, "centers_per_class")
   for value, name in ((scale, "scale"), (gamma, "gamma")):
     _checks.check_positive(value, name)
   _checks.check_positive(margin, "margin", strict=False)
-  matrix, labels, valid, num_classes, alarm = _classes.check_class_matrix(matrix, labels, query_valid,
-                                                                          num_columns_per_class=centers_per_class)
-  target, in_range = _classes.class_targets(
-      labels, valid, num_classes, loss="softtriple",
-      multi_hot_reason="its softmax cross-entropy has one target class per sample.")
-  similarity = _relaxed_similarity(_classes.per_center(matrix, centers_per_class, layout), gamma)   # S_ic, [B, C]
-  per_row = _classes.softmax_cross_entropy(scale * (similarity - margin * target), target)
-  return _classes.mean_over_rows(per_row, valid, in_range) + alarm
+
+
+def _softtriple(problem, centers_per_class, scale, gamma, margin, layout):
+  def per_row(rows, consts):
+    similarity = _relaxed_similarity(_classes.per_center(rows.matrix, centers_per_class, layout), gamma)  # S_ic
+    return _classes.softmax_cross_entropy(scale * (similarity - margin * rows.target), rows.target)
+
+  return problem.mean_over_rows(per_row)
 
 
 def softtriple_regularizer(weights, centers_per_class: int = 10):
@@ -113,19 +122,26 @@ def _init_softtriple(key, *, num_classes, embedding_dim, dtype, centers_per_clas
 
 @register("softtriple", init=_init_softtriple, multi_hot=False)
 def softtriple(embeddings, labels, *, params=None, valid=None, centers_per_class: int = 10, scale: float = 20.0,
-               gamma: float = 0.1, margin: float = 0.01, tau: float = 0.2):
+               gamma: float = 0.1, margin: float = 0.01, tau: float = 0.2, axis_name=None, block_size=None,
+               memory=None):
   """SoftTriple loss of `[B, D]` embeddings with class ids `[B]` and `params = {"weights": [C * K, D]}`: the
-  classification term of `softtriple_loss` plus `tau` times `softtriple_regularizer` (τ, paper: 0.2)."""
-  _check_count(centers_per_class, "centers_per_class")
+  classification term of `softtriple_loss` plus `tau` times `softtriple_regularizer` (τ, paper: 0.2).
+
+  Scale: `axis_name` (local rows inside `shard_map`, parameters replicated; the regularizer depends on the replicated
+  centres only), `block_size` (rows in blocks); `memory` is refused (the keys are the centres). See
+  `metric_jax.losses._classes`.
+  """
+  _check_softtriple(centers_per_class, scale, gamma, margin)
   _checks.check_positive(tau, "tau", strict=False)
-  embeddings, labels_, valid, weights, alarm = _classes.embedding_inputs(
-      embeddings, labels, valid, params, "weights", "softtriple", rows_per_class=centers_per_class,
-      rows_per_class_name="centers_per_class")
-  matrix = _classes.cosine_to_classes(embeddings, _classes.center_major(weights, centers_per_class))
-  loss = _softtriple_loss(matrix, labels_, valid, centers_per_class, scale, gamma, margin, layout="center") + alarm
+  problem = _classes.from_class_embeddings(
+      embeddings, labels, valid, params, "weights", "softtriple", matrix_fn=_classes.cosine_to_classes,
+      prepare=lambda w: _classes.center_major(w, centers_per_class), rows_per_class=centers_per_class,
+      rows_per_class_name="centers_per_class", multi_hot_reason=_ONE_TARGET, axis_name=axis_name,
+      block_size=block_size, memory=memory)
+  loss = _softtriple(problem, centers_per_class, scale, gamma, margin, layout="center")
   if isinstance(tau, (int, float)) and tau == 0:
     return loss
-  return loss + tau * softtriple_regularizer(weights, centers_per_class)
+  return loss + tau * softtriple_regularizer(params["weights"], centers_per_class)
 
 
 __all__ = ["softtriple_loss", "softtriple_regularizer", "softtriple"]

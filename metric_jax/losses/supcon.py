@@ -29,13 +29,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels, pairwise
-from metric_jax.losses import _guards, _lse
+from metric_jax import _checks, pairwise
+from metric_jax.losses import _lse, _shard
 from metric_jax.losses._registry import register
 
 
 def supcon_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
-                temperature: float = 0.1):
+                temperature: float = 0.1, axis_name=None, block_size=None):
   """Supervised contrastive loss (L^sup_out) on a similarity matrix.
 
   Per query i with a positive: `logsumexp_{a∈A(i)}(S_ia/τ) − mean_{p∈P(i)} S_ip/τ`; the loss is the sum of these
@@ -49,6 +49,8 @@ def supcon_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_
     key_valid: optional boolean `[M]`.
     self_offset: which key each query is itself (see `metric_jax.labels`).
     temperature: `τ` (paper: 0.1).
+    axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`).
 
   Returns:
     Scalar loss; 0 (with a zero gradient) when no query has a positive.
@@ -57,20 +59,30 @@ def supcon_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_
     Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu, Krishnan, "Supervised Contrastive Learning",
     NeurIPS 2020.
   """
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _supcon(problem, temperature)
+
+
+def _supcon(problem, temperature):
   _checks.check_positive(temperature, "temperature")
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _guards.sanitize(matrix, masks.valid)
-  logits = matrix / temperature
-  all_lse, _ = _lse.masked_logsumexp(logits, masks.valid, axis=1)
-  num_pos = jnp.sum(masks.positive, axis=1)
-  pos_mean = jnp.sum(jnp.where(masks.positive, logits, 0.0), axis=1) / jnp.maximum(num_pos, 1)
-  has_pos = num_pos > 0
-  per_query = jnp.where(has_pos, all_lse - pos_mean, 0.0)
-  return jnp.sum(per_query) / jnp.maximum(jnp.sum(has_pos), 1) + alarm
+
+  def block(rows, extras, consts):
+    logits = rows.matrix / temperature
+    all_lse, _ = _lse.masked_logsumexp(logits, rows.valid, axis=1)
+    num_pos = jnp.sum(rows.positive, axis=1)
+    pos_mean = jnp.sum(jnp.where(rows.positive, logits, 0.0), axis=1) / jnp.maximum(num_pos, 1)
+    has_pos = num_pos > 0
+    per_query = jnp.where(has_pos, all_lse - pos_mean, 0.0)
+    return None, (jnp.sum(per_query), jnp.sum(has_pos).astype(logits.dtype))
+
+  _, sums, alarm = problem.map(block)
+  total, count = problem.sum_blocks(sums)
+  return total / jnp.maximum(count, 1) + alarm + problem.alarm
 
 
 def ntxent_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
-                temperature: float = 0.1):
+                temperature: float = 0.1, axis_name=None, block_size=None):
   """NT-Xent (InfoNCE) loss on a similarity matrix.
 
   Per positive pair (i, p): `softplus(logsumexp_{n∈N(i)}(S_in/τ) − S_ip/τ)`, 0 when i has no negative; the loss is
@@ -85,6 +97,8 @@ def ntxent_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_
     self_offset: which key each query is itself (see `metric_jax.labels`).
     temperature: `τ` (0.1, SimCLR's ImageNet setting and its code's default; optax and pytorch-metric-learning
       default to 0.07).
+    axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
+      `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`).
 
   Returns:
     Scalar loss; 0 (with a zero gradient) without positive pairs.
@@ -95,32 +109,47 @@ def ntxent_loss(matrix, query_labels, key_labels=None, *, query_valid=None, key_
     van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive Coding", arXiv:1807.03748, 2018
     (InfoNCE).
   """
+  problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size)
+  return _ntxent(problem, temperature)
+
+
+def _ntxent(problem, temperature):
   _checks.check_positive(temperature, "temperature")
-  matrix, masks = labels.check_matrix_inputs(matrix, query_labels, key_labels, query_valid, key_valid, self_offset)
-  matrix, alarm = _guards.sanitize(matrix, masks.valid)
-  logits = matrix / temperature
-  neg_lse, has_neg = _lse.masked_logsumexp(logits, masks.negative, axis=1)
-  terms = masks.positive & has_neg[:, None]
-  per_pair = jnp.where(terms, jax.nn.softplus(jnp.where(terms, neg_lse[:, None] - logits, 0.0)), 0.0)
-  per_query = jnp.sum(per_pair, axis=1)
-  return jnp.sum(per_query) / jnp.maximum(jnp.sum(masks.positive), 1) + alarm
+
+  def block(rows, extras, consts):
+    logits = rows.matrix / temperature
+    neg_lse, has_neg = _lse.masked_logsumexp(logits, rows.negative, axis=1)
+    terms = rows.positive & has_neg[:, None]
+    per_pair = jnp.where(terms, jax.nn.softplus(jnp.where(terms, neg_lse[:, None] - logits, 0.0)), 0.0)
+    return None, (jnp.sum(per_pair), jnp.sum(rows.positive).astype(logits.dtype))
+
+  _, sums, alarm = problem.map(block)
+  total, count = problem.sum_blocks(sums)
+  return total / jnp.maximum(count, 1) + alarm + problem.alarm
 
 
 @register("supcon")
-def supcon(embeddings, labels, *, valid=None, temperature: float = 0.1):
-  """SupCon loss of `[B, D]` embeddings with `[B]` or multi-hot `[B, L]` labels on cosine similarities."""
-  embeddings, labels_, valid, alarm = _guards.embedding_inputs(embeddings, labels, valid)
-  return supcon_loss(pairwise.cosine_similarity(embeddings), labels_, query_valid=valid,
-                     temperature=temperature) + alarm
+def supcon(embeddings, labels, *, valid=None, temperature: float = 0.1, axis_name=None, block_size=None, memory=None):
+  """SupCon loss of `[B, D]` embeddings with `[B]` or multi-hot `[B, L]` labels on cosine similarities.
+
+  Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`."""
+  _checks.check_positive(temperature, "temperature")
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=pairwise.cosine_similarity,
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _supcon(problem, temperature)
 
 
 @register("ntxent")
-def ntxent(embeddings, labels, *, valid=None, temperature: float = 0.1):
+def ntxent(embeddings, labels, *, valid=None, temperature: float = 0.1, axis_name=None, block_size=None, memory=None):
   """NT-Xent loss of `[B, D]` embeddings with `[B]` or multi-hot `[B, L]` labels on cosine similarities; for a
-  SimCLR batch `concatenate([view_1, view_2])` pass `labels=metric_jax.labels.view_labels(N)`."""
-  embeddings, labels_, valid, alarm = _guards.embedding_inputs(embeddings, labels, valid)
-  return ntxent_loss(pairwise.cosine_similarity(embeddings), labels_, query_valid=valid,
-                     temperature=temperature) + alarm
+  SimCLR batch `concatenate([view_1, view_2])` pass `labels=metric_jax.labels.view_labels(N)`.
+
+  Scale arguments (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`."""
+  _checks.check_positive(temperature, "temperature")
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=pairwise.cosine_similarity,
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _ntxent(problem, temperature)
 
 
 __all__ = ["supcon_loss", "ntxent_loss", "supcon", "ntxent"]

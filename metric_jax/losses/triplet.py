@@ -7,8 +7,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels as _labels, mining as _mining
-from metric_jax.losses import _finite, _metric
+from metric_jax import _checks, mining as _mining
+from metric_jax.losses import _metric, _shard
 from metric_jax.losses._registry import register
 
 MININGS = ("all", "hard", "semihard")
@@ -40,7 +40,7 @@ def _tiled_soft_sums(d, window: _mining.TripletWindow, margin, batch_size: int =
 
 def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, key_valid=None, self_offset="auto",
                  margin: float = 0.2, mining: str = "all", soft: bool = False, reduction: str = "mean_nonzero",
-                 positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
+                 positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS, axis_name=None, block_size=None):
   """Triplet margin loss on a distance matrix.
 
       l_apn = [D_ap - D_an + margin]_+          (hinge)   or   softplus(D_ap - D_an + margin)   (soft=True)
@@ -77,6 +77,8 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
     reduction: one of `REDUCTIONS`.
     positive_slots: static bound `S` on the positives per anchor for the sort-free layout (default
       `DEFAULT_POSITIVE_SLOTS`); 0 or None always uses the sorted / tiled layout.
+    axis_name: inside `shard_map`, the axis over which the query rows (anchors) are sharded; `block_size`: anchors in
+      blocks (each block picks its layout); see `metric_jax.losses._shard`.
 
   Returns:
     Scalar loss.
@@ -86,33 +88,50 @@ def triplet_loss(distance, query_labels, key_labels=None, *, query_valid=None, k
     Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.
     Hermans, Beyer, Leibe, "In defense of the triplet loss for person re-identification", arXiv:1703.07737.
   """
-  d, masks = _labels.check_matrix_inputs(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
-                                         matrix_name="distance")
+  problem = _shard.from_matrix(distance, query_labels, key_labels, query_valid, key_valid, self_offset,
+                               axis_name=axis_name, block_size=block_size, matrix_name="distance")
+  return _triplet(problem, margin, mining, soft, reduction, positive_slots)
+
+
+def _check_triplet(margin, mining, soft, reduction, positive_slots):
   _checks.check_choice(mining, "mining", MININGS)
   _checks.check_choice(reduction, "reduction", REDUCTIONS)
   _checks.check_positive(margin, "margin", strict=False)
   if not isinstance(soft, bool):
     raise TypeError(f"`soft` must be a bool, got {soft!r}.")
-  num_slots = _mining.check_num_slots(positive_slots)
-  pos, neg = masks.positive, masks.negative
-  d, alarm = _finite.sanitize(d, masks.valid)
-  return _triplet_value(d, pos, neg, margin, mining, soft, reduction, num_slots) + alarm
+  return _mining.check_num_slots(positive_slots)
 
 
-def _triplet_value(d, pos, neg, margin, mining: str, soft: bool, reduction: str, num_slots: int):
-  """`triplet_loss` on a sanitized distance matrix and its positive / negative masks."""
+def _triplet(problem, margin, mining, soft, reduction, positive_slots):
+  num_slots = _check_triplet(margin, mining, soft, reduction, positive_slots)
+
+  def block(rows, extras, consts):
+    sums = _triplet_sums(rows.matrix, rows.positive, rows.negative, margin, mining, soft, reduction, num_slots)
+    return None, tuple(jnp.asarray(x, rows.matrix.dtype) for x in sums)
+
+  _, sums, alarm = problem.map(block)
+  total, num_nonzero, num_selected = problem.sum_blocks(sums)
+  alarm = alarm + problem.alarm
+  if reduction == "sum":
+    return total + alarm
+  if reduction == "mean":
+    return _safe_divide(total, num_selected) + alarm
+  return _safe_divide(total, num_nonzero) + alarm
+
+
+def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, num_slots: int):
+  """`(sum of losses, number of triplets with loss > 0, number of selected triplets)` of the anchors (rows) of a
+  sanitized distance matrix and its positive / negative masks; each anchor's terms depend on its own row only.
+
+  For `"hard"` the selected "triplets" are the anchors that have one.
+  """
   if mining == "hard":
     hard_pos, hard_neg, has = _mining.batch_hard_indices(d, pos, neg)
     d_ap = jnp.take_along_axis(d, hard_pos[:, None], axis=1)[:, 0]
     d_an = jnp.take_along_axis(d, hard_neg[:, None], axis=1)[:, 0]
     x = d_ap - d_an + margin
     terms = jnp.where(has, jax.nn.softplus(x) if soft else jnp.maximum(x, 0.0), 0.0)
-    total = jnp.sum(terms)
-    if reduction == "sum":
-      return total
-    if reduction == "mean":
-      return _safe_divide(total, jnp.sum(has))
-    return _safe_divide(total, jnp.sum(jax.lax.stop_gradient(terms) > 0))
+    return jnp.sum(terms), jnp.sum(jax.lax.stop_gradient(terms) > 0), jnp.sum(has)
 
   if mining == "all":
     window = _mining.all_triplets(d, pos, neg)
@@ -138,11 +157,7 @@ def _triplet_value(d, pos, neg, margin, mining: str, soft: bool, reduction: str,
   else:
     total, num_nonzero, num_selected, coef = general(ds)
   total = total + jnp.sum(coef * (d - ds))
-  if reduction == "sum":
-    return total
-  if reduction == "mean":
-    return _safe_divide(total, num_selected)
-  return _safe_divide(total, num_nonzero)
+  return total, num_nonzero, num_selected
 
 
 def _window_totals(d, window: _mining.TripletWindow, margin, soft: bool, need_selected: bool):
@@ -153,7 +168,7 @@ def _window_totals(d, window: _mining.TripletWindow, margin, soft: bool, need_se
     # softplus > 0 everywhere: every selected triplet is "nonzero".
     count = jnp.sum(counts).astype(d.dtype)
     return jnp.sum(sums), count, count
-  num_selected = jnp.sum(window_counts(d, window)).astype(d.dtype) if need_selected else jnp.zeros((), d.dtype)
+  num_selected = jnp.sum(window_counts(d, window)).astype(d.dtype) if need_selected else jnp.zeros_like(d, shape=())
   hinge = _mining.restrict(window, upper=d + margin)
   count, neg_sum = _mining.window_sums(d, hinge.negative, hinge.lower, hinge.upper, [jnp.ones_like(d), d])
   per_pair = jnp.where(hinge.positive, count * (d + margin) - neg_sum, 0.0)
@@ -197,7 +212,7 @@ def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots
         num_selected = num_selected + jnp.sum(neg & (d > lo) & (d < up))
     return (per_negative + weight, total, num_selected), jnp.sum(weight, axis=1)
 
-  zero = jnp.zeros((), d.dtype)
+  zero = jnp.zeros_like(d, shape=())   # zeros_like: typed like `d` (device-varying inside shard_map)
   columns = (lower.T, bound.T, upper.T, d_ap.T)                                   # each [S, B]
   (per_negative, total, num_selected), per_positive = _mining.scan_slots(
       slot_pass, (jnp.zeros_like(d), zero, zero), columns, jnp.any(valid, axis=0))
@@ -222,14 +237,14 @@ def window_counts(distance, window: _mining.TripletWindow):
 @register("triplet")
 def triplet(embeddings, labels, *, valid=None, margin: float = 0.2, mining: str = "all", soft: bool = False,
             distance: str = "euclidean", squared: bool = False, reduction: str = "mean_nonzero",
-            positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS):
+            positive_slots: Optional[int] = DEFAULT_POSITIVE_SLOTS, axis_name=None, block_size=None, memory=None):
   """Triplet loss of a `[B, D]` batch with integer labels `[B]`; see `triplet_loss`.
 
   `distance`: `"euclidean"` (default, pytorch-metric-learning's `LpDistance(normalize_embeddings=False)`),
   `"squared_euclidean"` (FaceNet) or `"cosine"` (`1 - cos`, embeddings L2-normalized inside); Euclidean distances use
-  the embeddings as given. `squared=True` is a shorthand for `distance="squared_euclidean"`.
+  the embeddings as given. `squared=True` is a shorthand for `distance="squared_euclidean"`. Scale arguments
+  (`axis_name`, `block_size`, `memory`): see `metric_jax.losses.contrastive.contrastive`.
   """
-  embeddings, labels, valid, alarm = _finite.embedding_inputs(embeddings, labels, valid)
   if not isinstance(squared, bool):
     raise TypeError(f"`squared` must be a bool, got {squared!r}.")
   if squared:
@@ -237,9 +252,10 @@ def triplet(embeddings, labels, *, valid=None, margin: float = 0.2, mining: str 
       raise ValueError(f"`squared=True` means `distance='squared_euclidean'`; it conflicts with "
                        f"`distance={distance!r}`.")
     distance = "squared_euclidean"
-  d = _metric.distance_matrix(embeddings, distance)
-  return triplet_loss(d, labels, query_valid=valid, margin=margin, mining=mining, soft=soft, reduction=reduction,
-                      positive_slots=positive_slots) + alarm
+  _check_triplet(margin, mining, soft, reduction, positive_slots)
+  problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=_metric.distance_fn(distance),
+                                   axis_name=axis_name, block_size=block_size, memory=memory)
+  return _triplet(problem, margin, mining, soft, reduction, positive_slots)
 
 
 __all__ = ["triplet_loss", "triplet", "window_counts", "MININGS", "REDUCTIONS", "DEFAULT_POSITIVE_SLOTS"]

@@ -1,10 +1,15 @@
-"""Training objectives: what the SPMD step minimises on the gathered global batch.
+"""Training objectives: what the SPMD step minimises over the global batch.
 
-An objective is `objective(model, outputs, labels, valid, loss_params, loss_consts) -> (loss scalar, metrics dict)`, where
-`outputs` is the model's dict of per-example arrays for the whole global batch (`[G, ...]`, gathered from all devices),
-`labels [G]`, `valid [G]` (False rows are padding), `loss_params` the learnable loss parameters (a dict, trained with the
-model) and `loss_consts` fixed loss constants (a dict, e.g. S2's D0). The model is passed so that objectives can apply
-layers that act after the gather (S0's classifiers W1, W2).
+An objective is `objective(model, outputs, labels, valid, loss_params, loss_consts, *, axis_name=None, memory=None) ->
+(loss scalar, metrics dict)`, where `outputs` is the model's dict of per-example arrays, `labels`, `valid` (False rows are
+padding), `loss_params` the learnable loss parameters (a dict, trained with the model) and `loss_consts` fixed loss
+constants (a dict, e.g. S2's D0). The model is passed so that objectives can apply layers of their own (S0's classifiers
+W1, W2).
+
+With `axis_name` (the `Trainer`'s step, inside `shard_map`), `outputs`, `labels` and `valid` are this device's LOCAL rows
+`[b, ...]` and the objective returns the loss of the GLOBAL batch (the losses and regularizers gather what they need and
+combine their statistics over the axis, `metric_jax.losses._shard`); without it, they are the whole batch. `memory`:
+the cross-batch memory `(embeddings [K, D], labels [K], valid [K])`, passed to the base loss as extra keys.
 
 Metric objectives (`metric_objective`): any registry loss on `outputs["embedding"]` plus optional regularizers:
 
@@ -30,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Dict, Optional, Union
 
 import jax
@@ -38,13 +44,18 @@ import numpy as np
 import optax
 
 from metric_jax import _checks
+from metric_jax.losses import _shard
 
 PAIR_KINDS = ("siamese", "pairloss", "pair_soft", "pairnet", "singlenet")
 
 
-def _masked_mean(values, mask):
-  mask = mask.astype(values.dtype)
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+def _takes(fn: Callable, name: str) -> bool:
+  """Whether `fn` takes the keyword argument `name` (or any keyword)."""
+  try:
+    parameters = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hparams: Optional[dict] = None,
@@ -57,6 +68,9 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
   `init_loss_params`) and `loss_consts["d0"] [C]` (see `class_densities`); labels must then be the training class indices
   0..C-1. A loss with learnable parameters of its own (proxies, class weights; `metric_jax.losses.init_params`) reads
   them from `loss_params["base"]`, passed as `params=`.
+
+  A registry loss (and any `loss` that takes `axis_name`) is called on the local rows with `axis_name`; a plain
+  `fn(embeddings, labels, *, valid)` is called on the batch gathered over the axis (every device computes it whole).
   """
   hparams = dict(loss_hparams or {})
   for name, w in (("density_adaptivity_weight", density_adaptivity_weight),
@@ -69,30 +83,42 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
   else:
     loss_fn = loss
 
-  def objective(model, outputs, labels, valid, loss_params, loss_consts):
+  loss_takes_axis = _takes(loss_fn, "axis_name")
+  loss_takes_memory = _takes(loss_fn, "memory")
+
+  def objective(model, outputs, labels, valid, loss_params, loss_consts, *, axis_name=None, memory=None):
     del model
     emb = outputs["embedding"]
     extra = {"params": loss_params["base"]} if "base" in loss_params else {}
-    base = loss_fn(emb, labels, valid=valid, **extra, **hparams)
+    if memory is not None:
+      if not loss_takes_memory:
+        raise ValueError("cross-batch memory needs a loss that takes `memory=`; this loss does not.")
+      extra["memory"] = memory
+    if axis_name is None or loss_takes_axis:
+      scale = {} if axis_name is None else {"axis_name": axis_name}
+      base = loss_fn(emb, labels, valid=valid, **scale, **extra, **hparams)
+    else:   # a plain loss: the whole gathered batch on every device
+      g_emb, g_labels, g_valid = (_shard.gather(x, axis_name) for x in (emb, labels, valid))
+      base = loss_fn(g_emb, g_labels, valid=g_valid, **extra, **hparams)
     metrics = {"base_loss": base}
     total = base
     if density_adaptivity_weight or global_orthogonal_weight or embedding_l2_weight or entropy_weight:
       from metric_jax import regularizers
     if density_adaptivity_weight:
       reg = regularizers.density_adaptivity(emb, labels, loss_params["alpha"], loss_consts["d0"],
-                                            eta=density_adaptivity_eta, valid=valid)
+                                            eta=density_adaptivity_eta, valid=valid, axis_name=axis_name)
       metrics["density_adaptivity"] = reg
       total = total + density_adaptivity_weight * reg
     if global_orthogonal_weight:
-      reg = regularizers.global_orthogonal(emb, labels, valid=valid)
+      reg = regularizers.global_orthogonal(emb, labels, valid=valid, axis_name=axis_name)
       metrics["global_orthogonal"] = reg
       total = total + global_orthogonal_weight * reg
     if embedding_l2_weight:
-      reg = regularizers.embedding_l2(emb, valid=valid)
+      reg = regularizers.embedding_l2(emb, valid=valid, axis_name=axis_name)
       metrics["embedding_l2"] = reg
       total = total + embedding_l2_weight * reg
     if entropy_weight:
-      reg = regularizers.entropy(emb, labels, valid=valid)
+      reg = regularizers.entropy(emb, labels, valid=valid, axis_name=axis_name)
       metrics["entropy"] = reg
       total = total + entropy_weight * reg
     return total, metrics
@@ -114,29 +140,51 @@ def pair_objective(kind: str = "pairnet", *, margin: float = 1.0, b: float = 0.5
   if not 0 <= b <= margin:
     raise ValueError(f"`b` must lie in [0, margin={margin}], got {b}.")
 
-  def objective(model, outputs, labels, valid, loss_params, loss_consts):
+  def objective(model, outputs, labels, valid, loss_params, loss_consts, *, axis_name=None, memory=None):
     del loss_params, loss_consts
-    feats = outputs["features"]
-    if feats.shape[0] % 2:
-      raise ValueError(f"a pair batch must have an even size (first + second halves), got {feats.shape[0]}.")
-    p = feats.shape[0] // 2
-    pair_valid = valid[:p] & valid[p:]
-    y = jnp.where(labels[:p] == labels[p:], 1.0, -1.0)
-    d2 = jnp.sum(jnp.square(feats[:p] - feats[p:]), axis=-1)
-    ploss = _masked_mean(jnp.maximum(0.0, b - y * (margin - d2)), pair_valid)
-    cls_in = outputs["classifier_inputs"]
+    if memory is not None:
+      raise ValueError("the S0 pair objectives do not use a cross-batch memory (`memory_size` must be 0).")
+    feats, cls_in = outputs["features"], outputs["classifier_inputs"]
+    rows = feats.shape[0]
+    size = _shard.axis_size(axis_name) * rows
+    if size % 2:
+      raise ValueError(f"a pair batch must have an even size (first + second halves), got {size}.")
+    p = size // 2
+    # Pair i is (row i, row i + P) of the global batch; with `axis_name` the two halves live on different devices, so
+    # the partner's features, label and mask are read from the gathered (small) `[G, F]` features. Each pair is
+    # counted on the device of its first row; sums and counts are combined over the axis.
+    index = _shard.axis_index(axis_name) * rows + jnp.arange(rows)
+    first = index < p
+    partner = jnp.where(first, index + p, index - p)
+    partner_feats = jnp.take(_shard.gather(feats, axis_name), partner, axis=0)
+    partner_labels = jnp.take(_shard.gather(labels, axis_name), partner, axis=0)
+    pair_valid = valid & jnp.take(_shard.gather(valid, axis_name), partner, axis=0)
+    counted = first & pair_valid
+    y = jnp.where(labels == partner_labels, 1.0, -1.0)
+    d2 = jnp.sum(jnp.square(feats - partner_feats), axis=-1)
+    ploss = _global_mean(jnp.maximum(0.0, b - y * (margin - d2)), counted, axis_name)
     if kind == "singlenet":
       ce = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in, 0), labels)
-      closs = _masked_mean(ce, valid)
+      closs = _global_mean(ce, valid, axis_name)
       return closs, {"closs": closs}
-    ce1 = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in[:p], 0), labels[:p])
-    ce2 = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in[p:], 1), labels[p:])
-    closs = _masked_mean(ce1 + ce2, pair_valid)
+    # CLoss_i + CLoss'_i: W1 on the first halves, W2 on the second, averaged over the valid pairs.
+    ce1 = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in, 0), labels)
+    ce2 = optax.softmax_cross_entropy_with_integer_labels(model.logits(cls_in, 1), labels)
+    ce = jnp.where(first, ce1, ce2)
+    total, count = _shard.psum((jnp.sum(jnp.where(pair_valid, ce, 0.0)),
+                                jnp.sum(counted).astype(ce.dtype)), axis_name)
+    closs = total / jnp.maximum(count, 1.0)
     if kind in ("siamese", "pairloss"):
       return ploss, {"ploss": ploss, "closs": closs}
     return closs + lam * ploss, {"ploss": ploss, "closs": closs}
 
   return objective
+
+
+def _global_mean(values, mask, axis_name):
+  """`Σ_mask values / #mask` over the rows of every device of `axis_name` (0 for an empty mask)."""
+  total, count = _shard.psum((jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask).astype(values.dtype)), axis_name)
+  return total / jnp.maximum(count, 1.0)
 
 
 def init_loss_params(num_classes: int, *, density_adaptivity: bool, alpha_init: float = 0.5) -> Dict[str, jax.Array]:

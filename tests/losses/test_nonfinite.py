@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from metric_jax import losses, pairwise, regularizers
-from metric_jax.losses import (binomial, contrastive, gpw, histogram, lifted, multi_similarity, nca, npair,
-                               triplet)
+from metric_jax.losses import (binomial, circle, contrastive, gpw, histogram, lifted, multi_similarity, nca, npair,
+                               supcon, triplet)
 from tests.losses._loss_cases import REGISTRY_NAMES
 
 B, D = 12, 8
@@ -45,6 +45,9 @@ MATRIX_FORMS = {
     "histogram": (histogram.histogram_loss, pairwise.cosine_similarity),
     "gpw_pair": (gpw.gpw_pair_loss, pairwise.euclidean),
     "gpw_triplet": (gpw.gpw_triplet_loss, pairwise.euclidean),
+    "supcon": (supcon.supcon_loss, pairwise.cosine_similarity),
+    "ntxent": (supcon.ntxent_loss, pairwise.cosine_similarity),
+    "circle": (circle.circle_loss, pairwise.cosine_similarity),
 }
 assert sorted(MATRIX_FORMS) == sorted(REGISTRY_NAMES)
 

@@ -3,6 +3,10 @@ stream with `metric_jax.train.fit` and saves the final parameters to an .npz fil
 
   python -m tests.train._worker --out params.npz --steps 6 [--workdir DIR --checkpoint_every 1 --sleep 0.3]
                                 [--devices 4] [--coordinator host:port --num_processes 2 --process_id 0]
+                                [--loss contrastive] [--memory_size 12]
+
+`--loss` names a registry loss (the step then runs it row-sharded, `axis_name="batch"`); the default is `tiny_loss`, a plain
+function that the step gives the gathered batch. `--memory_size` turns on the cross-batch memory (needs `--loss`).
 """
 
 import argparse
@@ -43,8 +47,7 @@ def tiny_loss(embeddings, labels, *, valid=None):
   return pos - 0.5 * neg
 
 
-def build_trainer(devices=None):
-  import jax
+def build_trainer(devices=None, loss=None, memory_size=0):
   from flax import nnx
   from metric_jax import models, train
   model = models.Embedder(models.SmallResNet(IMAGE_SHAPE, widths=(4, 8), rngs=nnx.Rngs(0)), IMAGE_SHAPE, 4,
@@ -52,14 +55,16 @@ def build_trainer(devices=None):
   _, params, _ = train.split_model(model)
   optimizer = train.make_optimizer({"model": params, "loss": {}}, optimizer="adam", learning_rate=1e-2,
                                    new_layer_lr_multiplier=10.0)
-  return train.Trainer(model, train.metric_objective(tiny_loss), optimizer, mesh=train.make_mesh(devices))
+  return train.Trainer(model, train.metric_objective(loss or tiny_loss), optimizer, mesh=train.make_mesh(devices),
+                       memory_size=memory_size)
 
 
 def flat_params(trainer, state):
   import jax
   import numpy as np
   leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(trainer.local_copy(
-      {"params": state.params, "model_state": state.model_state, "opt_state": state.opt_state})))[0]
+      {"params": state.params, "model_state": state.model_state, "opt_state": state.opt_state,
+       "memory": state.memory})))[0]
   return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
@@ -74,6 +79,8 @@ def main(argv=None):
   parser.add_argument("--coordinator", default=None)
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--process_id", type=int, default=0)
+  parser.add_argument("--loss", default=None)
+  parser.add_argument("--memory_size", type=int, default=0)
   args = parser.parse_args(argv)
 
   from metric_jax.train import distributed
@@ -83,7 +90,7 @@ def main(argv=None):
   import numpy as np
   from metric_jax import train
 
-  trainer = build_trainer()
+  trainer = build_trainer(loss=args.loss, memory_size=args.memory_size)
   state = trainer.init_state(seed=0)
   state, summary = train.fit(
       trainer, state,

@@ -1,4 +1,5 @@
-"""Exact resume after SIGKILL, and two processes x 2 CPU devices == one process x 4 devices (subprocesses, gloo)."""
+"""Exact resume after SIGKILL (with the cross-batch memory on: parameters AND buffer), and two processes x 2 CPU devices
+== one process x 4 devices with a row-sharded registry loss (subprocesses, gloo)."""
 
 import os
 import signal
@@ -13,6 +14,9 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 STEPS = 6
+# The resume test trains with a registry loss and a cross-batch memory of 12 > 8 = the global batch, so the buffer
+# wraps around during the run and the resumed run must continue from exactly the buffer of its checkpoint.
+MEMORY = ("--loss", "contrastive", "--memory_size", 12)
 
 
 def _env(devices=None):
@@ -45,11 +49,11 @@ def _checkpoint_steps(workdir):
 
 def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path):
   full = tmp_path / "full.npz"
-  _run(["--out", full, "--steps", STEPS, "--devices", 2])
+  _run(["--out", full, "--steps", STEPS, "--devices", 2, *MEMORY])
 
   workdir = tmp_path / "run"
   proc = subprocess.Popen(_worker("--out", tmp_path / "never.npz", "--steps", STEPS, "--devices", 2, "--workdir",
-                                  workdir, "--checkpoint_every", 1, "--sleep", 1.0),
+                                  workdir, "--checkpoint_every", 1, "--sleep", 1.0, *MEMORY),
                           cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 200
   try:
@@ -65,10 +69,12 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path)
   assert killed_at < STEPS
 
   resumed = tmp_path / "resumed.npz"
-  _run(["--out", resumed, "--steps", STEPS, "--devices", 2, "--workdir", workdir, "--checkpoint_every", 1])
+  _run(["--out", resumed, "--steps", STEPS, "--devices", 2, "--workdir", workdir, "--checkpoint_every", 1, *MEMORY])
   a, b = _load(full), _load(resumed)
   assert int(b.pop("start_step")) >= 2 and int(a.pop("start_step")) == 0
   assert a.keys() == b.keys()
+  assert any(k.startswith("['memory']") for k in a), sorted(a)
+  assert a["['memory']['valid']"].all() and int(a["['memory']['next']"]) == (STEPS * 8) % 12   # wrapped, full
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
@@ -81,11 +87,12 @@ def _free_port():
 
 def test_two_processes_with_two_devices_each_match_one_process_with_four(tmp_path):
   single = tmp_path / "single.npz"
-  _run(["--out", single, "--steps", 3, "--devices", 4])
+  _run(["--out", single, "--steps", 3, "--devices", 4, "--loss", "multi_similarity"])
   port = _free_port()
   outs = [tmp_path / f"multi{i}.npz" for i in range(2)]
   procs = [subprocess.Popen(_worker("--out", outs[i], "--steps", 3, "--devices", 2, "--coordinator",
-                                    f"localhost:{port}", "--num_processes", 2, "--process_id", i),
+                                    f"localhost:{port}", "--num_processes", 2, "--process_id", i, "--loss",
+                                    "multi_similarity"),
                             cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   logs = []

@@ -225,3 +225,151 @@ def test_bad_objective_and_optimizer_arguments_name_the_argument():
     from jax.sharding import Mesh
     train.Trainer(_lenet_embedder(), train.metric_objective(tiny_loss), optax.sgd(0.1),
                   mesh=Mesh(np.array(jax.devices()[:2]), ("data",)))
+
+
+# ------------------------------------------------------------------------------ row-sharded objectives (issue 11)
+def _plain_sgd(model, loss_of_embeddings, batch, scale_of=lambda path: 1.0):
+  """`(loss, new params)` of one SGD step computed without shard_map on the concatenated batch."""
+  graphdef, params, rest = train.split_model(model)
+
+  def plain_loss(p):
+    return loss_of_embeddings(nnx.merge(graphdef, p, rest)(jnp.asarray(batch["image"])))
+
+  loss, grads = jax.value_and_grad(plain_loss)(params)
+  return float(loss), jax.tree.map(lambda p, g: np.asarray(p) - LR * np.asarray(g), params, grads)
+
+
+def test_registry_loss_with_density_adaptivity_runs_row_sharded_and_equals_the_plain_step():
+  """The step calls the objective on each device's local rows with `axis_name`: the loss builds its [b, G] rows and
+  the class statistics of DML-DA are combined over the axis. Loss and update equal the plain step (no shard_map) on the
+  concatenated batch, on 4 devices as on 1."""
+  from metric_jax import losses, regularizers
+  batch = _batch()
+  d0 = np.array([0.2, 0.4, 0.8, 1.6], np.float32)
+  loss_params = train.init_loss_params(4, density_adaptivity=True)
+  objective = train.metric_objective("multi_similarity", density_adaptivity_weight=10.0)
+
+  def reference(outputs):
+    emb, labels = outputs["embedding"], jnp.asarray(batch["label"])
+    return (losses.get("multi_similarity")(emb, labels)
+            + 10.0 * regularizers.density_adaptivity(emb, labels, loss_params["alpha"], d0))
+
+  model = _lenet_embedder()
+  expected_loss, expected_params = _plain_sgd(model, reference, batch)
+  for n in (1, 4):
+    trainer = _trainer(_lenet_embedder(), n, objective=objective, loss_params=loss_params)
+    assert trainer.sharded_objective
+    state, metrics = trainer.train_step(trainer.init_state(seed=0, loss_params=loss_params, loss_consts={"d0": d0}),
+                                        trainer.shard_batch(batch))
+    assert float(_host(metrics)["loss"]) == pytest.approx(expected_loss, rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), _host(state.params),
+                 expected_params)
+
+
+@pytest.mark.parametrize("kind", ["pairnet", "singlenet"])
+def test_pair_objective_step_is_exact_when_the_pair_halves_live_on_different_devices(kind):
+  """S0: pair i is (row i, row i + P) of the global batch; on 4 devices the halves are on different devices. The
+  objective reads the partners' features from the gathered [G, F] features and applies W1 / W2 by global row."""
+  rng = np.random.default_rng(3)
+  p = 4
+  labels = np.array([0, 1, 2, 0, 0, 2, 1, 1], np.int32)
+  batch = {"image": rng.normal(size=(2 * p,) + SHAPE).astype(np.float32), "label": labels,
+           "valid": np.array([1, 1, 1, 1, 1, 0, 1, 1], bool)}
+
+  def net():
+    trunk = models.LeNet(SHAPE, None, channels=(2, 2), hidden=5, kernel_size=3, padding="SAME", rngs=nnx.Rngs(0))
+    return models.TwoChannelNet(trunk, SHAPE, 3, rngs=nnx.Rngs(1))
+
+  objective = train.pair_objective(kind, margin=1.0, b=0.4, lam=0.7)
+  model = net()
+  graphdef, params, rest = train.split_model(model)
+
+  def plain_loss(params):
+    m = nnx.merge(graphdef, params, rest)
+    return objective(m, m(jnp.asarray(batch["image"]), train=True), jnp.asarray(labels),
+                     jnp.asarray(batch["valid"]), {}, {})[0]
+
+  expected_loss, grads = jax.value_and_grad(plain_loss)(params)
+  for n in (1, 4):
+    trainer = _trainer(net(), n, objective=objective)
+    state, metrics = trainer.train_step(trainer.init_state(seed=0), trainer.shard_batch(batch))
+    assert float(_host(metrics)["loss"]) == pytest.approx(float(expected_loss), rel=1e-5)
+    jax.tree.map(lambda new, old, g: np.testing.assert_allclose(new, np.asarray(old) - LR * np.asarray(g), rtol=1e-4,
+                                                                atol=1e-6),
+                 _host(state.params), params, grads)
+
+
+# ------------------------------------------------------------------------------- cross-batch memory (issue 11)
+def _memory_trainer(num_devices, memory_size, memory_start_step=0, loss="contrastive"):
+  model = _lenet_embedder()
+  _, params, _ = train.split_model(model)
+  tx = train.make_optimizer({"model": params, "loss": {}}, optimizer="sgd", learning_rate=LR, momentum=0.0)
+  return train.Trainer(model, train.metric_objective(loss), tx, mesh=train.make_mesh(jax.devices()[:num_devices]),
+                       memory_size=memory_size, memory_start_step=memory_start_step)
+
+
+def _embed(trainer, state, batch):
+  return np.asarray(trainer.embed_fn(state)(batch["image"]))
+
+
+def test_memory_size_0_is_no_memory_and_an_unused_memory_changes_nothing():
+  batches = [_batch(seed=s) for s in range(3)]
+  plain, unused = _memory_trainer(4, 0), _memory_trainer(4, 12, memory_start_step=100)
+  s_plain, s_unused = plain.init_state(seed=0), unused.init_state(seed=0)
+  assert s_plain.memory == {} and "memory" not in str(jax.tree_util.tree_structure(s_plain))
+  for batch in batches:
+    s_plain, m_plain = plain.train_step(s_plain, plain.shard_batch(batch))
+    s_unused, m_unused = unused.train_step(s_unused, unused.shard_batch(batch))
+    assert float(_host(m_plain)["loss"]) == float(_host(m_unused)["loss"])
+    assert int(_host(m_unused)["memory_used"]) == 0
+  assert _max_diff(s_plain.params, s_unused.params) == 0.0
+
+
+def test_memory_buffer_fills_and_wraps_in_order():
+  trainer = _memory_trainer(4, 12, memory_start_step=100)   # written every step, never read here
+  state = trainer.init_state(seed=0)
+  memory = _host(state.memory)
+  assert memory["embeddings"].shape == (12, 3) and not memory["valid"].any() and int(memory["next"]) == 0
+  batches = [_batch(seed=s) for s in range(3)]
+  batches[1]["valid"][6] = False
+  written = []
+  for batch in batches:
+    written.append((_embed(trainer, state, batch), batch["label"], batch["valid"]))
+    state, _ = trainer.train_step(state, trainer.shard_batch(batch))
+  memory = _host(state.memory)
+  # 8 rows per step into 12 slots: step 0 -> slots 0-7, step 1 -> 8-11 then 0-3, step 2 -> 4-11.
+  expected_slots = [(0, np.arange(8)), (1, np.r_[8:12, 0:4]), (2, np.arange(4, 12))]
+  for step, slots in expected_slots[1:]:
+    emb, labels, valid = written[step]
+    np.testing.assert_allclose(memory["embeddings"][slots], emb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(memory["labels"][slots], labels)
+    np.testing.assert_array_equal(memory["valid"][slots], valid)
+  assert int(memory["next"]) == 24 % 12
+
+
+@pytest.mark.parametrize("num_devices", [1, 4])
+def test_step_loss_with_memory_is_the_matrix_form_on_the_batch_plus_memory_keys(num_devices):
+  from metric_jax import pairwise
+  from metric_jax.losses import contrastive
+  trainer = _memory_trainer(num_devices, 12)
+  state = trainer.init_state(seed=0)
+  state, _ = trainer.train_step(state, trainer.shard_batch(_batch(seed=0)))     # fills 8 of the 12 slots
+  batch = _batch(seed=1)
+  memory = _host(state.memory)
+  emb = _embed(trainer, state, batch)
+  keys = np.concatenate([emb, memory["embeddings"]])
+  expected = contrastive.contrastive_loss(
+      pairwise.euclidean(jnp.asarray(emb), jnp.asarray(keys)), batch["label"],
+      np.concatenate([batch["label"], memory["labels"]]), key_valid=np.concatenate([batch["valid"], memory["valid"]]),
+      self_offset=0)
+  _, metrics = trainer.train_step(state, trainer.shard_batch(batch))
+  assert int(_host(metrics)["memory_used"]) == 8
+  assert float(_host(metrics)["loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_memory_needs_an_objective_that_takes_it():
+  model = _lenet_embedder()
+  with pytest.raises(ValueError, match="memory"):
+    train.Trainer(model, train.metric_objective(tiny_loss), optax.sgd(0.1), memory_size=4)
+  with pytest.raises(ValueError, match="memory_size"):
+    train.Trainer(model, train.metric_objective("contrastive"), optax.sgd(0.1), memory_size=-1)

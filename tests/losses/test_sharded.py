@@ -1,0 +1,387 @@
+"""Scale (issue 11; DESIGN.md "The loss contract", "Scale"): row-sharded global-batch losses (`axis_name`), blocked losses
+(`block_size`) and memory keys (`memory`), for every registry loss, matrix form and regularizer.
+
+Inside `jax.shard_map` over 4 CPU devices (`check_vma=True`, the default), each device passes its local rows; the loss
+gathers the keys, builds its `[b, G]` rows and combines the global statistics. For every registry loss (defaults, and
+the options that take their own code path), ONE compiled function per case checks, against the unsharded loss on the
+concatenated batch:
+- value and gradient w.r.t. the local embeddings (each device's gradient = its rows of the unsharded gradient) and
+  w.r.t. the replicated parameters (proxies, class weights) - sharded over 4 devices, with blocks of 2 rows inside;
+- the same with padded rows (valid=False, anywhere, holding garbage) and with multi-hot labels where the loss takes them;
+- memory keys: all-invalid memory (holding garbage) changes neither value nor gradient; valid memory gives the matrix
+  form on the concatenated keys `[batch; memory]`, unsharded and sharded (the memory replicated), with a zero gradient
+  for the memory;
+- the matrix form with `axis_name` on this device's `[b, G]` (or `[b, C]`) rows equals the unsharded matrix form, value
+  and gradient w.r.t. the matrix rows.
+Blocks alone (`block_size`, unsharded), the `check_vma=False` protocol of the `Trainer` (differentiate `loss / n`, `psum`
+the parameter gradients), the regularizers, argument errors, and 2 processes x 2 devices (gloo) are checked too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec as P
+
+from metric_jax import losses, pairwise, regularizers
+from metric_jax.losses import (binomial, circle, contrastive, gpw, histogram, lifted, margins, multi_similarity, nca,
+                               npair, proxy, softtriple, supcon, triplet)
+from tests.conftest import REPO_ROOT
+
+N = 4                          # devices (tests/conftest.py sets jax_num_cpu_devices=4)
+G, D, C = 16, 6, 5             # global batch, dimension, classes (also the multi-hot label columns)
+AXIS = "i"
+TOL = dict(rtol=2e-5, atol=2e-6)
+
+# name -> (matrix form, the matrix the registry form builds by default); for the losses with parameters the matrix form
+# takes the class matrix of `_class_matrix`.
+MATRIX_FORMS = {
+    "contrastive": (contrastive.contrastive_loss, pairwise.euclidean),
+    "pairnet": (contrastive.pairnet_loss, pairwise.squared_euclidean),
+    "triplet": (triplet.triplet_loss, pairwise.euclidean),
+    "npair_mc": (npair.npair_mc_loss, pairwise.dot_product),
+    "npair_ovo": (npair.npair_ovo_loss, pairwise.dot_product),
+    "nca": (nca.nca_loss, pairwise.squared_euclidean),
+    "lifted_structure": (lifted.lifted_structure_loss, pairwise.euclidean),
+    "generalized_lifted_structure": (lifted.generalized_lifted_structure_loss, pairwise.euclidean),
+    "multi_similarity": (multi_similarity.multi_similarity_loss, pairwise.cosine_similarity),
+    "binomial_deviance": (binomial.binomial_deviance_loss, pairwise.cosine_similarity),
+    "histogram": (histogram.histogram_loss, pairwise.cosine_similarity),
+    "gpw_pair": (gpw.gpw_pair_loss, pairwise.euclidean),
+    "gpw_triplet": (gpw.gpw_triplet_loss, pairwise.euclidean),
+    "supcon": (supcon.supcon_loss, pairwise.cosine_similarity),
+    "ntxent": (supcon.ntxent_loss, pairwise.cosine_similarity),
+    "circle": (circle.circle_loss, pairwise.cosine_similarity),
+    "proxy_nca": (proxy.proxy_nca_loss, None),
+    "proxy_anchor": (proxy.proxy_anchor_loss, None),
+    "normalized_softmax": (margins.normalized_softmax_loss, None),
+    "cosface": (margins.cosface_loss, None),
+    "arcface": (margins.arcface_loss, None),
+    "subcenter_arcface": (margins.subcenter_arcface_loss, None),
+    "softtriple": (softtriple.softtriple_loss, None),
+}
+
+# Every registry loss with its defaults, and the options that run their own code (mining, reductions, normalizations,
+# layouts, column terms).
+CASES = [(name, {}) for name in losses.names()] + [
+    ("triplet", {"mining": "hard", "soft": True}),
+    ("triplet", {"mining": "semihard", "reduction": "mean"}),
+    ("triplet", {"soft": True, "positive_slots": 0}),
+    ("npair_mc", {"symmetric": True, "l2_reg": 0.01}),
+    ("npair_ovo", {"symmetric": True}),
+    ("multi_similarity", {"mining": False, "plus_one": False}),
+    ("contrastive", {"reduction": "mean", "hinge_power": 2}),
+    ("histogram", {"num_bins": 11, "margin_bins": 1}),
+    ("gpw_pair", {"mining": "multi_similarity", "weighting": "exponential", "normalize": "batch"}),
+    ("gpw_pair", {"mining": "semihard", "weighting": "power", "normalize": "anchor", "reduction": "anchor_mean"}),
+    ("gpw_triplet", {"weighting": "exponential", "normalize": "batch", "method": "sorted"}),
+    ("gpw_triplet", {"mining": "semihard", "weighting": "power", "p": 2.0, "normalize": "anchor"}),
+    ("circle", {"detach_weights": False}),
+    ("proxy_nca", {"positive_in_denominator": True}),
+    ("subcenter_arcface", {"sub_centers": 2}),
+    ("softtriple", {"centers_per_class": 3}),
+]
+CASE_IDS = [name + "".join(f"[{k}={v}]" for k, v in sorted(hp.items())) for name, hp in CASES]
+# Gradient tolerance (absolute, times max(1, |gradient|)) per case; 2e-6 unless listed. GPW's power weighting with p = 2 on
+# semihard triplets amplifies float32 rounding of the distances (the different summation orders of the sharded / blocked
+# forms give 8e-6 on a few entries); in float64 the sharded and unsharded gradients of this case agree to 1e-17.
+GRAD_ATOL = {"gpw_triplet[mining=semihard][normalize=anchor][p=2.0][weighting=power]": 2e-5}
+
+
+def test_every_registry_loss_and_matrix_form_is_covered():
+  assert sorted(MATRIX_FORMS) == losses.names()
+  import inspect
+  for name in losses.names():
+    parameters = inspect.signature(losses.get(name)).parameters
+    assert {"axis_name", "block_size", "memory"} <= set(parameters), name
+  for fn, _ in MATRIX_FORMS.values():
+    assert {"axis_name", "block_size"} <= set(inspect.signature(fn).parameters), fn.__name__
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh():
+  return Mesh(np.array(jax.devices()[:N]), (AXIS,))
+
+
+def _data(seed=0):
+  """Embeddings `[G, D]`, class ids `[G]` (every class present), multi-hot `[G, L]`, a mask with padded rows 3, 9, 14
+  (holding garbage), a memory of 6 slots (2 invalid, holding garbage) and its all-invalid variant."""
+  rng = np.random.default_rng(seed)
+  e = (rng.normal(size=(G, D)) / np.sqrt(D)).astype(np.float32)
+  y = rng.permutation(np.arange(G) % C).astype(np.int32)
+  multi = rng.random((G, C)) < 0.35
+  valid = np.ones(G, bool)
+  valid[[3, 9, 14]] = False
+  e[[3, 14]] = np.float32(1e4)
+  e[9] = np.nan
+  k = 6
+  mem_e = (rng.normal(size=(k, D)) / np.sqrt(D)).astype(np.float32)
+  mem_y = rng.integers(0, C, size=k).astype(np.int32)
+  mem_valid = np.array([1, 1, 0, 1, 1, 0], bool)
+  mem_e[2] = np.nan
+  mem_e[5] = np.float32(-1e4)
+  return dict(e=e, y=y, multi=multi, valid=valid, mem_e=mem_e, mem_y=mem_y, mem_valid=mem_valid)
+
+
+def _params(name, hparams):
+  if not losses.has_params(name):
+    return None
+  return losses.init_params(name, jax.random.PRNGKey(1), num_classes=C, embedding_dim=D, **hparams)
+
+
+def _class_matrix(name, hparams, e, params):
+  """The class matrix the registry form builds (class-major columns) for the matrix forms."""
+  (weights,) = params.values()
+  if name == "proxy_nca":
+    return pairwise.squared_euclidean(pairwise.l2_normalize(e), pairwise.l2_normalize(weights))
+  return pairwise.cosine_similarity(e, weights)
+
+
+def _matrix_hparams(name, hparams):
+  """The registry hyperparameters the matrix form takes (the registry-only ones dropped / translated)."""
+  hp = {k: v for k, v in hparams.items() if k not in ("distance", "similarity", "tau")}
+  if name == "npair_mc" or name == "npair_ovo":
+    hp.pop("l2_reg", None)
+  return hp
+
+
+def _shard_map(fn, in_specs, out_specs, check_vma=True):
+  return jax.shard_map(fn, mesh=_mesh(), in_specs=in_specs, out_specs=out_specs, check_vma=check_vma)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(case_index: int):
+  """One jitted function computing every comparison of a case (see the module docstring)."""
+  name, hparams = CASES[case_index]
+  fn = functools.partial(losses.get(name), **hparams)
+  matrix_form, metric = MATRIX_FORMS[name]
+  mhp = _matrix_hparams(name, hparams)
+  has_params = losses.has_params(name)
+  pair = metric is not None
+  multi_hot = losses.accepts_multi_hot(name)
+  plain_case = not hparams
+  row = P(AXIS)
+
+  def registry(e, y, v, p, **kw):
+    return fn(e, y, valid=v, **({"params": p} if has_params else {}), **kw)
+
+  def grads(e, y, v, p, **kw):
+    return jax.value_and_grad(lambda e, p: registry(e, y, v, p, **kw), argnums=(0, 1))(e, p)
+
+  def sharded(e, y, v, p, memory=()):
+    local = lambda e, y, v, p, *m: grads(e, y, v, p, axis_name=AXIS, block_size=2, **({"memory": m} if m else {}))
+    in_specs = (row, row, row, P()) + (P(),) * len(memory)   # the memory is replicated
+    return _shard_map(local, in_specs, (P(), (row, P())))(e, y, v, p, *memory)
+
+  def run(d, p):
+    out = {}
+    e, y, v = d["e"], d["y"], d["valid"]
+    out["ref"] = grads(e, y, v, p)
+    out["shard"] = sharded(e, y, v, p)
+    if multi_hot and plain_case:
+      out["ref_multi"] = grads(e, d["multi"], v, p)
+      out["shard_multi"] = sharded(e, d["multi"], v, p)
+    if pair:
+      mem = (d["mem_e"], d["mem_y"], d["mem_valid"])
+      invalid = (d["mem_e"], d["mem_y"], jnp.zeros_like(d["mem_valid"]))
+      out["mem_invalid"] = grads(e, y, v, p, memory=invalid)
+      out["mem"] = jax.value_and_grad(lambda e, m: registry(e, y, v, p, memory=(m, mem[1], mem[2])), argnums=(0, 1))(
+          e, mem[0])
+      out["mem_shard"] = sharded(e, y, v, p, mem)
+
+      def concatenated(e):   # the matrix form on the keys [batch; memory] (memory slots zeroed where invalid)
+        keys = jnp.concatenate([jnp.where(v[:, None], e, 0.0), jnp.where(mem[2][:, None], mem[0], 0.0)])
+        queries = jnp.where(v[:, None], e, 0.0)
+        value = matrix_form(metric(queries, keys), y, jnp.concatenate([y, mem[1]]), query_valid=v,
+                            key_valid=jnp.concatenate([v, mem[2]]), self_offset=0, **mhp)
+        if hparams.get("l2_reg"):   # N-pair's regularizer of the batch's embedding norms
+          value = value + hparams["l2_reg"] * jnp.sum(jnp.where(v, jnp.sum(queries ** 2, 1), 0.0)) / jnp.sum(v)
+        return value
+
+      out["mem_ref"] = jax.value_and_grad(concatenated)(e)
+      matrix = metric(jnp.where(v[:, None], e, 0.0))
+      mfn = lambda m, y, v, **kw: matrix_form(m, y, query_valid=v, **mhp, **kw)
+    else:
+      matrix = _class_matrix(name, hparams, jnp.where(v[:, None], e, 0.0), p)
+      mfn = lambda m, y, v, **kw: matrix_form(m, y, query_valid=v, **mhp, **kw)
+    if plain_case or pair:
+      out["matrix_ref"] = jax.value_and_grad(lambda m: mfn(m, y, v))(matrix)
+      out["matrix_shard"] = _shard_map(
+          lambda m, y, v: jax.value_and_grad(lambda m: mfn(m, y, v, axis_name=AXIS, block_size=3))(m),
+          (row, row, row), (P(), row))(matrix, y, v)
+    return out
+
+  return jax.jit(run)
+
+
+def _close(actual, expected, what, **tol):
+  np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), err_msg=what, **{**TOL, **tol})
+
+
+def _assert_same(a, b, what, grad_atol=2e-6):
+  (va, (ga, pa)), (vb, (gb, pb)) = a, b
+  _close(va, vb, f"{what}: value")
+  scale = max(1.0, float(np.abs(np.asarray(gb)).max()))
+  _close(ga, gb, f"{what}: gradient w.r.t. the local embeddings", atol=grad_atol * scale)
+  if pb is not None:
+    jax.tree.map(lambda x, y: _close(x, y, f"{what}: gradient w.r.t. the parameters", atol=grad_atol * scale), pa, pb)
+
+
+@pytest.mark.parametrize("case_index", range(len(CASES)), ids=CASE_IDS)
+def test_sharded_blocked_and_memory_forms_equal_the_unsharded_loss(case_index):
+  name, hparams = CASES[case_index]
+  d = {k: jnp.asarray(v) for k, v in _data().items()}
+  out = jax.device_get(_compiled(case_index)(d, _params(name, hparams)))
+  ref_value, (ref_grad, _) = out["ref"]
+  assert np.isfinite(ref_value) and np.isfinite(ref_grad).all() and ref_value != 0.0, (name, ref_value)
+  padded = ~np.asarray(d["valid"])
+  assert np.abs(ref_grad[~padded]).max() > 0 and (ref_grad[padded] == 0).all()
+  grad_atol = GRAD_ATOL.get(CASE_IDS[case_index], 2e-6)
+  _assert_same(out["shard"], out["ref"], "sharded over 4 devices, blocks of 2", grad_atol)
+  if "ref_multi" in out:
+    _assert_same(out["shard_multi"], out["ref_multi"], "multi-hot labels, sharded", grad_atol)
+  if "mem" in out:
+    _assert_same(out["mem_invalid"], out["ref"], "all-invalid memory")
+    (mem_value, (mem_grad, mem_key_grad)), (cat_value, cat_grad) = out["mem"], out["mem_ref"]
+    assert abs(mem_value - ref_value) > 1e-6, "the memory changed nothing"
+    _close(mem_value, cat_value, "memory: value vs the matrix form on [batch; memory] keys")
+    _close(mem_grad, cat_grad, "memory: gradient vs the matrix form", atol=2e-6 * max(1.0, np.abs(cat_grad).max()))
+    assert (mem_key_grad == 0).all(), "the memory must be under stop_gradient"
+    mv, (mg, _) = out["mem_shard"]
+    _close(mv, mem_value, "memory, sharded: value")
+    _close(mg, mem_grad, "memory, sharded: gradient", atol=grad_atol * max(1.0, np.abs(mem_grad).max()))
+  if "matrix_ref" in out:
+    (mv, mg), (rv, rg) = out["matrix_shard"], out["matrix_ref"]
+    _close(mv, rv, "matrix form with axis_name: value")
+    _close(mg, rg, "matrix form with axis_name: gradient w.r.t. the matrix rows",
+           atol=2e-6 * max(1.0, np.abs(rg).max()))
+
+
+# ------------------------------------------------------------------------------------------------ blocks, unsharded
+@pytest.mark.parametrize("name", ["lifted_structure", "triplet", "npair_mc", "proxy_anchor", "histogram"])
+def test_blocked_loss_equals_the_unblocked_loss_for_every_block_size(name):
+  """Blocks that divide the batch and blocks that leave a remainder (G = 16: 5 -> 3 x 5 + 1), unsharded."""
+  d = _data(1)
+  params = _params(name, {})
+  fn = losses.get(name)
+  extra = {"params": params} if params is not None else {}
+
+  @jax.jit
+  def run(e, y, v, p):
+    f = lambda block_size, e, p: fn(e, y, valid=v, block_size=block_size, **({"params": p} if p else {}))
+    return [jax.value_and_grad(functools.partial(f, b), argnums=(0, 1))(e, p) for b in (None, 4, 5, 16, 64)]
+
+  results = jax.device_get(run(d["e"], d["y"], d["valid"], extra.get("params")))
+  for block_size, result in zip((4, 5, 16, 64), results[1:]):
+    _assert_same(result, results[0], f"block_size={block_size}")
+
+
+# ------------------------------------------------------------------------------ the Trainer's check_vma=False protocol
+@pytest.mark.parametrize("name", ["lifted_structure", "npair_mc", "proxy_anchor"])
+def test_without_vma_checks_the_gradient_of_loss_over_n_is_exact(name):
+  """`shard_map(check_vma=False)` (the `Trainer`): every collective transposes to a sum, so `grad(loss / n)` gives the
+  local rows of the unsharded gradient, and the parameters' gradients summed over the devices the full one."""
+  d = _data(2)
+  params = _params(name, {})
+  fn = losses.get(name)
+  kw = lambda p: {"params": p} if p is not None else {}
+
+  def local(e, y, v, p):
+    value, (ge, gp) = jax.value_and_grad(lambda e, p: fn(e, y, valid=v, axis_name=AXIS, **kw(p)) / N,
+                                         argnums=(0, 1))(e, p)
+    return value * N, (ge, jax.lax.psum(gp, AXIS))
+
+  sharded = jax.jit(_shard_map(local, (P(AXIS),) * 3 + (P(),), (P(), (P(AXIS), P())), check_vma=False))
+  ref = jax.jit(jax.value_and_grad(lambda e, p: fn(e, d["y"], valid=d["valid"], **kw(p)), argnums=(0, 1)))
+  _assert_same(jax.device_get(sharded(d["e"], d["y"], d["valid"], params)),
+               jax.device_get(ref(d["e"], params)), "check_vma=False, grad(loss / n)")
+
+
+# ------------------------------------------------------------------------------------------------------ regularizers
+def test_regularizers_sharded_equal_unsharded_with_padded_rows():
+  d = _data(3)
+  alpha = jnp.linspace(0.3, 0.9, C)
+  d0 = jnp.linspace(0.5, 2.0, C)
+  regs = {
+      "density_adaptivity": lambda e, y, v, a, **k: regularizers.density_adaptivity(e, y, a, d0, valid=v, **k),
+      "global_orthogonal": lambda e, y, v, a, **k: regularizers.global_orthogonal(e, y, valid=v, **k),
+      "entropy": lambda e, y, v, a, **k: regularizers.entropy(e, y, valid=v, **k),
+      "embedding_l2": lambda e, y, v, a, **k: regularizers.embedding_l2(e, v, **k),
+  }
+  blocks = {"global_orthogonal": {"block_size": 3}, "entropy": {"block_size": 3}}
+
+  @jax.jit
+  def run(e, y, v, a):
+    out = {}
+    for name, reg in regs.items():
+      ref = jax.value_and_grad(lambda e, a: reg(e, y, v, a), argnums=(0, 1))(e, a)
+      local = lambda e, y, v, a, reg=reg, name=name: jax.value_and_grad(
+          lambda e, a: reg(e, y, v, a, axis_name=AXIS, **blocks.get(name, {})), argnums=(0, 1))(e, a)
+      out[name] = ref, _shard_map(local, (P(AXIS),) * 3 + (P(),), (P(), (P(AXIS), P())))(e, y, v, a)
+    return out
+
+  for name, (ref, shard) in jax.device_get(run(d["e"], d["y"], d["valid"], alpha)).items():
+    assert np.isfinite(ref[0]) and ref[0] != 0.0, name
+    _assert_same(shard, ref, name)
+
+
+# ------------------------------------------------------------------------------------------------------- arguments
+def test_scale_arguments_are_checked_and_named():
+  e, y = jnp.ones((4, 3)), jnp.arange(4) % 2
+  fn = losses.get("contrastive")
+  with pytest.raises(ValueError, match="block_size"):
+    fn(e, y, block_size=0)
+  with pytest.raises(TypeError, match="axis_name"):
+    fn(e, y, axis_name=3)
+  with pytest.raises(TypeError, match="memory"):
+    fn(e, y, memory=jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match="memory"):
+    fn(e, y, memory=(jnp.ones((2, 5)), jnp.zeros(2, jnp.int32), jnp.ones(2, bool)))
+  with pytest.raises(ValueError, match="memory"):
+    fn(e, y, memory=(jnp.ones((2, 3)), jnp.zeros((2, 3), jnp.int32), jnp.ones(2, bool)))
+  with pytest.raises(ValueError, match="memory"):
+    proxy_params = losses.init_params("proxy_anchor", jax.random.PRNGKey(0), num_classes=2, embedding_dim=3)
+    losses.get("proxy_anchor")(e, y, params=proxy_params,
+                               memory=(jnp.ones((2, 3)), jnp.zeros(2, jnp.int32), jnp.ones(2, bool)))
+  with pytest.raises(ValueError, match="query_labels"):
+    npair.npair_mc_loss(jnp.ones((4, 4)), jnp.eye(4, dtype=bool))
+  with pytest.raises(ValueError, match="matrix"):   # with axis_name and no key labels, M must be n * b
+    _shard_map(lambda m, y: nca.nca_loss(m, y, axis_name=AXIS), (P(AXIS), P(AXIS)), P())(
+        jnp.ones((8, 3)), jnp.arange(8))
+
+
+# -------------------------------------------------------------------------------------- 2 processes x 2 CPU devices
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_with_two_devices_each_give_the_unsharded_losses():
+  """The losses' collectives across processes (gloo): `tests/losses/_sharded_worker.py` runs a few losses row-sharded
+  over 2 processes x 2 CPU devices and checks value and gradients against the unsharded loss in each process."""
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+  env.pop("XLA_FLAGS", None)
+  procs = [subprocess.Popen([sys.executable, "-m", "tests.losses._sharded_worker", f"localhost:{port}", str(i)],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=300)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-4000:]
+    assert "checked 5 losses" in log, log[-2000:]
