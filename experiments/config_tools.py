@@ -22,6 +22,11 @@ SAFE_KEYS = ("name", "num_steps", "log_every", "eval_every", "checkpoint_every",
 SAFE_PREFIXES = ("distributed.",)
 # Keys that never change a run's numbers (the run hash ignores them; `num_steps` and `eval_every` do change them).
 COSMETIC_KEYS = ("name", "log_every", "checkpoint_every", "progress", "seeds", "data_dir", "eval_batch_size")
+# Keys added to the config after runs were recorded, with the value that means "as before the key existed" (the
+# feature off). A saved config without such a key compares as having this value, and the run hash leaves the key out
+# at this value, so run directories and sweep records written before the key existed still resume and are still
+# reused. Any other value changes the hash and, like every key outside SAFE_KEYS, is refused on restart.
+ADDED_KEYS = {"memory.size": 0, "memory.start_step": 0}
 
 
 def parse_value(text: str) -> Any:
@@ -107,25 +112,32 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
   return out
 
 
+def _with_added_keys(plain: Mapping[str, Any]) -> Dict[str, Any]:
+  """`flatten(plain)` with the `ADDED_KEYS` it lacks at their defaults (a config saved before they existed)."""
+  return {**ADDED_KEYS, **flatten(plain)}
+
+
 def is_safe_key(key: str) -> bool:
   return key in SAFE_KEYS or key.startswith(SAFE_PREFIXES)
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore_safe: bool = True) -> List[str]:
   """Dotted keys whose values differ between two plain configs (keys present in only one count)."""
-  a, b = flatten(old), flatten(new)
+  a, b = _with_added_keys(old), _with_added_keys(new)
   keys = sorted(set(a) | set(b))
   return [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>") and not (ignore_safe and is_safe_key(k))]
 
 
 def describe_differences(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str]) -> str:
-  a, b = flatten(old), flatten(new)
+  a, b = _with_added_keys(old), _with_added_keys(new)
   return "; ".join(f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys)
 
 
 def config_hash(plain: Mapping[str, Any]) -> str:
-  """Short hash of everything that changes what a run computes (`COSMETIC_KEYS` and `distributed.*` excluded)."""
-  flat = {k: v for k, v in flatten(plain).items() if k not in COSMETIC_KEYS and not k.startswith(SAFE_PREFIXES)}
+  """Short hash of everything that changes what a run computes (`COSMETIC_KEYS` and `distributed.*` excluded, and the
+  `ADDED_KEYS` at their defaults, so a config saved before they existed keeps its hash)."""
+  flat = {k: v for k, v in flatten(plain).items() if k not in COSMETIC_KEYS and not k.startswith(SAFE_PREFIXES)
+          and not (k in ADDED_KEYS and v == ADDED_KEYS[k] and not isinstance(v, bool))}
   return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -135,4 +147,5 @@ def readable_lines(plain: Mapping[str, Any]) -> List[str]:
 
 
 __all__ = ["parse_value", "split_loss_hparam_flags", "set_loss_hparams", "apply_overrides", "to_plain", "flatten",
-           "differing_keys", "describe_differences", "config_hash", "readable_lines", "is_safe_key", "SAFE_KEYS"]
+           "differing_keys", "describe_differences", "config_hash", "readable_lines", "is_safe_key", "SAFE_KEYS",
+           "ADDED_KEYS"]

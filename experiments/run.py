@@ -265,6 +265,7 @@ def run_one(c, run_dir: str, *, command: str, overwrite: bool = False, log: Call
     return finished
   t_start = time.perf_counter()
   parts = from_config.load_data(c)
+  from_config.check_memory_labels(c, parts.train.labels)
   stats = from_config.fit_preprocessing(c, parts.train.images)
   train_tf, test_tf = from_config.make_transforms(c, stats, parts.train.images.shape[1:])
   rng = np.random.default_rng(0)

@@ -48,6 +48,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
   from metric_jax.train import distributed, from_config
   from_config.loss_hparams(c)  # fail early on a misspelt loss hyperparameter
+  from_config.memory_settings(c)  # ... and on a cross-batch memory the objective cannot take
   d = c.distributed
   distributed.initialize(d.coordinator_address or None, d.num_processes, d.process_id,
                          local_device_count=d.local_device_count or None)

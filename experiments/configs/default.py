@@ -52,6 +52,10 @@ def get_config():
       density_adaptivity_weight=0.0, density_adaptivity_eta=0.5, global_orthogonal_weight=0.0,
       embedding_l2_weight=0.0, entropy_weight=0.0, pair_margin=1.0, pair_b=0.5, pair_lambda=1.0))
 
+  # Cross-batch memory (XBM, Wang et al. 2020): a FIFO of the last `size` global-batch embeddings (with labels) used as
+  # extra keys of the loss, under stop-gradient, from step `start_step` on. 0 = off. Pair-based registry losses only.
+  c.memory = ml_collections.ConfigDict(dict(size=0, start_step=0))
+
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0, momentum=0.9, weight_decay=0.0,
       new_layer_lr_multiplier=1.0, freeze_backbone_steps=0, loss_lr_multiplier=1.0, frozen_bn=False))

@@ -150,7 +150,7 @@ def loss_hparams(c) -> Dict[str, Any]:
   takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
   valid = sorted(n for n, p in params.items()
                  if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("valid", "params", "axis_name",
-                                                                              "block_size"))
+                                                                              "block_size", "memory"))
   unknown = sorted(set(hp) - set(valid))
   if unknown and not takes_any:
     raise ConfigError(f"`config.objective.loss_hparams` names {', '.join(map(repr, unknown))}, not hyperparameters of "
@@ -204,18 +204,62 @@ def embedding_dim(model) -> int:
   return int(getattr(model, "embedding_dim", 0) or 0)
 
 
+def memory_settings(c) -> Tuple[int, int]:
+  """`(size, start_step)` of the config's cross-batch memory (`config.memory`; `(0, 0)` = off, also for configs saved
+  before the section existed).
+
+  Raises:
+    ConfigError: naming the key, for a value that is not a non-negative int, or for a memory (`size` > 0) with an
+      objective that cannot take one: the S0 pair objectives (`objective.kind` != 'metric') and the registry losses
+      whose keys are class parameters (proxies, class weights, centres: the losses with learnable parameters).
+  """
+  m = c.get("memory", None) or {}
+  values = []
+  for key in ("size", "start_step"):
+    value = m.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+      raise ConfigError(f"`config.memory.{key}` must be a non-negative int, got {value!r}.")
+    values.append(int(value))
+  size, start_step = values
+  if size:
+    o = c.objective
+    if o.kind != "metric":
+      raise ConfigError(f"`config.memory.size` = {size} needs `config.objective.kind` = 'metric' (a pair-based "
+                        f"registry loss); the S0 pair objective {o.kind!r} takes no cross-batch memory. Set "
+                        f"memory.size = 0.")
+    from metric_jax import losses
+    if losses.has_params(o.loss):
+      raise ConfigError(f"`config.memory.size` = {size}: loss {o.loss!r} compares embeddings with its class parameters "
+                        f"(proxies / class weights / centres), not with other embeddings, so it takes no cross-batch "
+                        f"memory. Use a pair-based loss or memory.size = 0.")
+  return size, start_step
+
+
+def check_memory_labels(c, labels) -> None:
+  """Raises `ConfigError` when the config has a cross-batch memory and the training labels are not class ids `[N]`
+  (the memory stores one class id per embedding; multi-hot labels `[N, L]` are not supported)."""
+  size, _ = memory_settings(c)
+  shape = np.shape(labels)
+  if size and len(shape) != 1:
+    raise ConfigError(f"`config.memory.size` = {size} needs integer class-id labels [N]; the training labels have "
+                      f"shape {shape} (multi-hot labels are not supported by the cross-batch memory).")
+
+
 def build_trainer(c, input_shape, num_classes: int):
-  """`(trainer, loss_params)`: the config's model, objective and optimizer in a `Trainer`, and the initial learnable
-  loss parameters (the optimizer is built over them, so the structure matches a checkpoint of the run)."""
+  """`(trainer, loss_params)`: the config's model, objective and optimizer in a `Trainer` (with the cross-batch memory
+  of `config.memory`), and the initial learnable loss parameters (the optimizer is built over them, so the structure
+  matches a checkpoint of the run)."""
   from metric_jax import train
+  memory_size, memory_start_step = memory_settings(c)
   model = build_model(c, input_shape, num_classes)
   loss_params = loss_params_template(c, num_classes, embedding_dim(model))
   _, params, _ = train.split_model(model)
   optimizer = build_optimizer(c, {"model": params, "loss": loss_params})
-  trainer = train.Trainer(model, build_objective(c), optimizer, frozen_bn=c.optimizer.frozen_bn)
+  trainer = train.Trainer(model, build_objective(c), optimizer, frozen_bn=c.optimizer.frozen_bn,
+                          memory_size=memory_size, memory_start_step=memory_start_step)
   return trainer, loss_params
 
 
 __all__ = ["ConfigError", "RunData", "image_size", "load_data", "fit_preprocessing", "make_transforms", "build_model",
            "loss_hparams", "build_objective", "loss_params_template", "build_optimizer", "build_trainer",
-           "uses_density_adaptivity", "PREPROCESS_KINDS"]
+           "uses_density_adaptivity", "memory_settings", "check_memory_labels", "PREPROCESS_KINDS"]

@@ -176,3 +176,55 @@ def test_learnable_loss_parameters_train_with_their_multiplier_and_are_restored(
   assert jax.tree.structure(trained) == jax.tree.structure(init)
   for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(init)):
     assert a.shape == b.shape and not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def test_memory_run_uses_the_memory_shows_its_keys_restores_it_and_refuses_a_changed_memory(tmp_path):
+  """Cross-batch memory from the config: `memory_used` > 0 from `start_step` on, the keys in config.json and
+  results.md, `restore` gives the buffer back, and a restart with other memory settings is refused naming the key."""
+  from metric_jax import train
+  c = tiny_config(**{"memory.size": 100, "memory.start_step": 2})   # batch 40: the buffer wraps (160 > 100)
+  _run(c, tmp_path / "w")
+  run_dir = tmp_path / "w" / "seed_0"
+  used = {l["step"]: l["memory_used"] for l in map(json.loads, open(run_dir / "metrics.jsonl"))
+          if l["split"] == "train"}
+  assert used == {1: 0.0, 2: 0.0, 3: 80.0, 4: 100.0}   # step s (1-based) sees the batches of steps < s, from step 3
+  assert json.load(open(run_dir / "config.json"))["memory"] == {"size": 100, "start_step": 2}
+  table = open(run_dir / "results.md").read()
+  assert "memory.size = 100" in table and "memory.start_step = 2" in table
+  _, config, state = train.restore(str(tmp_path / "w"))
+  assert config.memory.size == 100
+  assert state.memory["embeddings"].shape == (100, 8) and np.asarray(state.memory["valid"]).all()
+  assert int(state.memory["next"]) == (4 * 40) % 100
+  assert np.allclose(np.linalg.norm(np.asarray(state.memory["embeddings"]), axis=1), 1.0, atol=1e-5)
+  with pytest.raises(run.ConfigMismatchError, match=r"memory\.size: 100 -> 50"):
+    _run(tiny_config(**{"memory.size": 50, "memory.start_step": 2}), tmp_path / "w")
+  with pytest.raises(run.ConfigMismatchError, match=r"memory\.start_step: 2 -> 0"):
+    _run(tiny_config(**{"memory.size": 100}), tmp_path / "w")
+  with pytest.raises(run.ConfigMismatchError, match=r"memory\.size: 100 -> 0"):
+    _run(tiny_config(), tmp_path / "w")
+
+
+def test_runs_saved_before_the_memory_section_keep_their_hash_and_resume(tmp_path):
+  """A config.json / record without `memory` (written before the section existed) equals the memory off: same hash, no
+  restart refusal, the finished run is not redone; turning the memory on is a change."""
+  plain = config_tools.to_plain(tiny_config())
+  old = {k: v for k, v in plain.items() if k != "memory"}
+  assert config_tools.config_hash(old) == config_tools.config_hash(plain)
+  assert config_tools.differing_keys(old, plain) == []
+  on = config_tools.to_plain(tiny_config(**{"memory.size": 16}))
+  assert config_tools.config_hash(on) != config_tools.config_hash(plain)
+  assert config_tools.differing_keys(old, on) == ["memory.size"]
+  _run(tiny_config(), tmp_path / "w")
+  run_dir = tmp_path / "w" / "seed_0"
+  for name in ("config.json", "record.json"):   # rewrite them as a run of the earlier code would have left them
+    saved = json.load(open(run_dir / name))
+    if name == "config.json":
+      saved.pop("memory")
+    else:
+      saved["config"].pop("memory")
+    json.dump(saved, open(run_dir / name, "w"))
+  logs = []
+  run.run_seeds(tiny_config(), str(tmp_path / "w"), command="again", log=logs.append)
+  assert any("not redone" in m for m in logs)
+  with pytest.raises(run.ConfigMismatchError, match=r"memory\.size: 0 -> 16"):
+    _run(tiny_config(**{"memory.size": 16}), tmp_path / "w")
