@@ -68,6 +68,19 @@ class Sweep:
   claims: Sequence[Claim] = ()
   metrics: Sequence[str] = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi")
   extra: Optional[Callable[[dict, str], List[str]]] = None   # extra(results, results_dir) -> Markdown lines
+  # Seeds on which every value of a grid (a `group`) is run and compared on validation; the chosen value alone then runs
+  # on the remaining seeds. None: every grid value runs on every seed and the choice uses all of them.
+  grid_seeds: Optional[Sequence[int]] = None
+
+  def expected_jobs(self, seeds: Sequence[int], chosen: Mapping[str, str]) -> List[Tuple[Variant, int]]:
+    """The (variant, seed) pairs a complete sweep runs: every seed for ungrouped variants and, with `grid_seeds`, the
+    grid seeds for every grid value plus the other seeds for the value `chosen[group]` (once known)."""
+    jobs = []
+    for v in self.variants:
+      for s in seeds:
+        if not v.group or self.grid_seeds is None or s in self.grid_seeds or chosen.get(v.group) == v.name:
+          jobs.append((v, s))
+    return jobs
 
 
 def load_sweep(path: str) -> Sweep:
@@ -130,17 +143,32 @@ def _save_record(path: str, record: dict) -> None:
 def run_sweep(sweep: Sweep, workdir: str, results_dir: str, *, command: str, only: Optional[Sequence[str]] = None,
               seeds: Optional[Sequence[int]] = None, tables_only: bool = False, log=print) -> dict:
   """Runs every (variant, seed) not finished yet, then writes the tables; returns the results dict."""
-  from experiments import run
   seeds = tuple(seeds) if seeds else tuple(sweep.seeds)
   variants = [v for v in sweep.variants if not only or v.name in only]
   if only:
     unknown = sorted(set(only) - {v.name for v in sweep.variants})
     if unknown:
       raise ValueError(f"--only names {unknown}, not variants of {sweep.name}: {[v.name for v in sweep.variants]}.")
-  jobs = [(v, s) for v in variants for s in seeds]
+  names = {v.name for v in variants}
   index = _index_records(results_dir)
   t0 = time.perf_counter()
   durations = []
+  # With `grid_seeds`, the grid values run on those seeds first; the value validation picks then runs on the others.
+  jobs = [(v, s) for v, s in sweep.expected_jobs(seeds, {}) if v.name in names]
+  _run_jobs(sweep, jobs, workdir, results_dir, index, durations, t0, command=command, tables_only=tables_only, log=log)
+  if sweep.grid_seeds is not None:
+    chosen = collect_results(sweep, results_dir, seeds)["rows"]
+    more = [(v, s) for v, s in sweep.expected_jobs(seeds, chosen) if v.name in names and (v, s) not in jobs]
+    _run_jobs(sweep, more, workdir, results_dir, index, durations, t0, command=command, tables_only=tables_only,
+              log=log)
+  results = collect_results(sweep, results_dir, seeds)
+  write_tables(sweep, results, results_dir, command)
+  return results
+
+
+def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, durations: list, t0: float, *,
+              command: str, tables_only: bool, log) -> None:
+  from experiments import run
   for i, (variant, seed) in enumerate(jobs, 1):
     path = record_path(results_dir, sweep.name, variant.name, seed)
     c = variant_config(sweep, variant, seed)
@@ -172,36 +200,40 @@ def run_sweep(sweep: Sweep, workdir: str, results_dir: str, *, command: str, onl
     durations.append(time.perf_counter() - t_run)
     _save_record(path, record)
     index[h] = path
-  results = collect_results(sweep, results_dir, seeds)
-  write_tables(sweep, results, results_dir, command)
-  return results
 
 
 def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dict:
   """`{"variants": {name: {"records": [...], "summary": ...}}, "rows": {row: variant name}, "missing": [...]}`."""
   out = {"variants": {}, "missing": []}
+  selection_seeds = {}
   for v in sweep.variants:
-    records = []
+    records, found = [], []
     for s in seeds:
       path = record_path(results_dir, sweep.name, v.name, s)
       if os.path.exists(path):
         with open(path) as f:
           records.append(json.load(f))
-      else:
-        out["missing"].append(f"{v.name}/seed_{s}")
+        found.append(s)
     if records:
       out["variants"][v.name] = {"records": records, "summary": report.summarize(records),
                                  "label": v.label or v.name, "group": v.group, "overrides": dict(v.overrides)}
+      selection_seeds[v.name] = found
   rows, chosen = {}, {}
   for v in sweep.variants:
     if v.name not in out["variants"]:
       continue
     key = v.group or v.name
     val = out["variants"][v.name]["summary"]["selected"].get("validation", {}).get("map@r")
-    score = val["mean"] if val else -np.inf
+    values = val["values"] if val else []
+    if v.group and sweep.grid_seeds is not None:   # compare the grid values on the seeds every one of them ran
+      values = [x for x, s in zip(values, selection_seeds[v.name]) if s in sweep.grid_seeds]
+    score = float(np.mean(values)) if values else -np.inf
     if key not in rows or score > chosen[key]:
       rows[key], chosen[key] = v.name, score
   out["rows"] = rows
+  out["missing"] = [f"{v.name}/seed_{s}" for v, s in sweep.expected_jobs(seeds, rows)
+                    if not os.path.exists(record_path(results_dir, sweep.name, v.name, s))]
+  out["expected"] = len(sweep.expected_jobs(seeds, rows))
   return out
 
 
@@ -251,15 +283,17 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
   if sweep.protocol:
     lines += ["Protocol: " + sweep.protocol, ""]
   done = sum(len(v["records"]) for v in results["variants"].values())
-  lines += [f"Runs finished: {done} of {len(sweep.variants) * len(sweep.seeds)} (seeds "
+  lines += [f"Runs finished: {done} of {results.get('expected', len(sweep.variants) * len(sweep.seeds))} (seeds "
             f"{', '.join(map(str, sweep.seeds))})" + (f"; missing: {', '.join(results['missing'])}." if
                                                         results["missing"] else "."), ""]
   metrics = list(sweep.metrics)
   first_rows = list(results["rows"])
   has_val = any(v["summary"]["selected"].get("validation") for v in results["variants"].values())
   head = ["variant"] + [f"test {m}" for m in metrics] + (["val map@r"] if has_val else []) + ["steps"]
-  lines += ["Test metrics at the selected step, mean ± std over seeds (groups: the grid value with the best "
-            "validation MAP@R):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  grid_rule = (f"the grid value with the best validation MAP@R on seed(s) {', '.join(map(str, sweep.grid_seeds))}, "
+               "then run on every seed" if sweep.grid_seeds is not None else
+               "the grid value with the best validation MAP@R")
+  lines += [f"Test metrics at the selected step, mean ± std over seeds (groups: {grid_rule}):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in first_rows:
     name = results["rows"][row]
     s = results["variants"][name]["summary"]

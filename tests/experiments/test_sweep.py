@@ -24,13 +24,13 @@ SWEEP_FILE = textwrap.dedent('''
               Variant("contrastive_m1", {{"objective.loss": "contrastive", "objective.loss_hparams.neg_margin": 1.0}},
                       group="contrastive"),
           ],
-          claims=[Claim("T", "ms beats contrastive", "ms", "contrastive")])
+          claims=[Claim("T", "ms beats contrastive", "ms", "contrastive")], grid_seeds={grid_seeds})
 ''')
 
 
-def _write(tmp_path, name):
+def _write(tmp_path, name, grid_seeds=None):
   path = tmp_path / f"{name}.py"
-  path.write_text(SWEEP_FILE.format(name=name))
+  path.write_text(SWEEP_FILE.format(name=name, grid_seeds=grid_seeds))
   return str(path)
 
 
@@ -75,6 +75,20 @@ def test_tiny_sweep_runs_resumes_skips_and_tabulates(tmp_path):
   assert sum("reused" in m for m in logs) == 2 and not (tmp_path / "runs2").exists()
   assert json.load(open(os.path.join(results_dir, "other", "ms", "seed_0.json")))["reused_from"] == \
       os.path.join("tiny", "ms", "seed_0.json")
+  # grid_seeds=(0,): every grid value runs on seed 0, validation on seed 0 picks one, only that one runs on seed 1
+  # (here every config is reused from `tiny`, so nothing trains).
+  grid = sweep_lib.load_sweep(_write(tmp_path, "grid", grid_seeds=(0,)))
+  logs.clear()
+  out = sweep_lib.run_sweep(grid, str(tmp_path / "runs3"), results_dir, command="grid", log=logs.append)
+  seed0 = {v: json.load(open(os.path.join(results_dir, "tiny", v, "seed_0.json")))["selected"]["validation"]["map@r"]
+           for v in ("contrastive_m05", "contrastive_m1")}
+  chosen = max(seed0, key=seed0.get)
+  other_value = ({"contrastive_m05", "contrastive_m1"} - {chosen}).pop()
+  assert out["rows"]["contrastive"] == chosen and not out["missing"] and out["expected"] == 5
+  assert sum("reused" in m for m in logs) == 5
+  assert os.path.exists(os.path.join(results_dir, "grid", chosen, "seed_1.json"))
+  assert not os.path.exists(os.path.join(results_dir, "grid", other_value, "seed_1.json"))
+  assert "Runs finished: 5 of 5" in open(os.path.join(results_dir, "grid.md")).read()
 
 
 def test_sweep_errors_name_the_problem(tmp_path):
