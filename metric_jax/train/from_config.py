@@ -222,14 +222,14 @@ def memory_settings(c) -> Tuple[int, int]:
     values.append(int(value))
   size, start_step = values
   if size:
-    o = c.objective
-    if o.kind != "metric":
+    kind, loss = c["objective"]["kind"], c["objective"]["loss"]
+    if kind != "metric":
       raise ConfigError(f"`config.memory.size` = {size} needs `config.objective.kind` = 'metric' (a pair-based "
-                        f"registry loss); the S0 pair objective {o.kind!r} takes no cross-batch memory. Set "
+                        f"registry loss); the S0 pair objective {kind!r} takes no cross-batch memory. Set "
                         f"memory.size = 0.")
     from metric_jax import losses
-    if losses.has_params(o.loss):
-      raise ConfigError(f"`config.memory.size` = {size}: loss {o.loss!r} compares embeddings with its class parameters "
+    if losses.has_params(loss):
+      raise ConfigError(f"`config.memory.size` = {size}: loss {loss!r} compares embeddings with its class parameters "
                         f"(proxies / class weights / centres), not with other embeddings, so it takes no cross-batch "
                         f"memory. Use a pair-based loss or memory.size = 0.")
   return size, start_step
