@@ -9,7 +9,8 @@ W1, W2).
 With `axis_name` (the `Trainer`'s step, inside `shard_map`), `outputs`, `labels` and `valid` are this device's LOCAL rows
 `[b, ...]` and the objective returns the loss of the GLOBAL batch (the losses and regularizers gather what they need and
 combine their statistics over the axis, `metric_jax.losses._shard`); without it, they are the whole batch. `memory`:
-the cross-batch memory `(embeddings [K, D], labels [K], valid [K])`, passed to the base loss as extra keys.
+the cross-batch memory `(embeddings [K, D], labels [K], valid [K])`, passed to the base loss as extra keys; an objective
+says whether it can use one with its attribute `takes_memory` (the `Trainer` refuses `memory_size` > 0 otherwise).
 
 Metric objectives (`metric_objective`): any registry loss on `outputs["embedding"]` plus optional regularizers:
 
@@ -77,14 +78,12 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
                   ("global_orthogonal_weight", global_orthogonal_weight), ("embedding_l2_weight", embedding_l2_weight),
                   ("entropy_weight", entropy_weight)):
     _checks.check_positive(w, name, strict=False)
-  if isinstance(loss, str):
-    from metric_jax import losses as _losses
-    loss_fn = _losses.get(loss)
-  else:
-    loss_fn = loss
+  from metric_jax import losses as _losses
+  loss_fn = _losses.get(loss) if isinstance(loss, str) else loss
 
   loss_takes_axis = _takes(loss_fn, "axis_name")
-  loss_takes_memory = _takes(loss_fn, "memory")
+  # A registry loss with class parameters takes `memory=` only to refuse it (its keys are the class parameters).
+  loss_takes_memory = _takes(loss_fn, "memory") and not (isinstance(loss, str) and _losses.has_params(loss))
 
   def objective(model, outputs, labels, valid, loss_params, loss_consts, *, axis_name=None, memory=None):
     del model
@@ -123,6 +122,7 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
       total = total + entropy_weight * reg
     return total, metrics
 
+  objective.takes_memory = loss_takes_memory
   return objective
 
 
@@ -178,6 +178,7 @@ def pair_objective(kind: str = "pairnet", *, margin: float = 1.0, b: float = 0.5
       return ploss, {"ploss": ploss, "closs": closs}
     return closs + lam * ploss, {"ploss": ploss, "closs": closs}
 
+  objective.takes_memory = False   # S0 pairs have no keys to extend
   return objective
 
 

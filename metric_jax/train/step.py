@@ -148,7 +148,7 @@ class Trainer:
     self.memory_start_step = memory_start_step
     self.memory_dim = None
     if memory_size:
-      if not _accepts(objective, "memory"):
+      if not getattr(objective, "takes_memory", _accepts(objective, "memory")):
         raise ValueError("`memory_size` > 0 needs an objective that takes `memory=` (e.g. `metric_objective` with a "
                          "pair-based registry loss); this objective does not.")
       memory_dim = getattr(model, "embedding_dim", None) if memory_dim is None else memory_dim

@@ -314,15 +314,23 @@ def _embed(trainer, state, batch):
 
 def test_memory_size_0_is_no_memory_and_an_unused_memory_changes_nothing():
   batches = [_batch(seed=s) for s in range(3)]
+  default = train.Trainer(_lenet_embedder(), train.metric_objective("contrastive"), _memory_trainer(4, 0).optimizer,
+                          mesh=train.make_mesh(jax.devices()[:4]))   # no memory argument at all
   plain, unused = _memory_trainer(4, 0), _memory_trainer(4, 12, memory_start_step=100)
-  s_plain, s_unused = plain.init_state(seed=0), unused.init_state(seed=0)
+  s_default, s_plain, s_unused = default.init_state(seed=0), plain.init_state(seed=0), unused.init_state(seed=0)
   assert s_plain.memory == {} and "memory" not in str(jax.tree_util.tree_structure(s_plain))
+  assert jax.tree_util.tree_structure(s_plain) == jax.tree_util.tree_structure(s_default)
   for batch in batches:
+    s_default, m_default = default.train_step(s_default, default.shard_batch(batch))
     s_plain, m_plain = plain.train_step(s_plain, plain.shard_batch(batch))
     s_unused, m_unused = unused.train_step(s_unused, unused.shard_batch(batch))
-    assert float(_host(m_plain)["loss"]) == float(_host(m_unused)["loss"])
+    assert float(_host(m_plain)["loss"]) == float(_host(m_default)["loss"])       # size 0: the same computation
+    assert "memory_used" not in _host(m_plain)
+    # The invalid memory keys take no part; they only change the order of the float sums (a few ulp).
+    assert float(_host(m_unused)["loss"]) == pytest.approx(float(_host(m_plain)["loss"]), rel=1e-6)
     assert int(_host(m_unused)["memory_used"]) == 0
-  assert _max_diff(s_plain.params, s_unused.params) == 0.0
+  assert _max_diff(s_plain.params, s_default.params) == 0.0
+  assert _max_diff(s_plain.params, s_unused.params) < 1e-6
 
 
 def test_memory_buffer_fills_and_wraps_in_order():
@@ -332,19 +340,25 @@ def test_memory_buffer_fills_and_wraps_in_order():
   assert memory["embeddings"].shape == (12, 3) and not memory["valid"].any() and int(memory["next"]) == 0
   batches = [_batch(seed=s) for s in range(3)]
   batches[1]["valid"][6] = False
+  # 8 rows per step into 12 slots: step 0 -> slots 0-7, step 1 -> 8-11 then 0-3, step 2 -> 4-11 (the oldest entries
+  # are overwritten: after step 2 the buffer holds step 1's last 4 rows in slots 0-3 and step 2's rows in 4-11).
+  expected_slots = [np.arange(8), np.r_[8:12, 0:4], np.arange(4, 12)]
   written = []
-  for batch in batches:
+  for step, batch in enumerate(batches):
     written.append((_embed(trainer, state, batch), batch["label"], batch["valid"]))
     state, _ = trainer.train_step(state, trainer.shard_batch(batch))
-  memory = _host(state.memory)
-  # 8 rows per step into 12 slots: step 0 -> slots 0-7, step 1 -> 8-11 then 0-3, step 2 -> 4-11.
-  expected_slots = [(0, np.arange(8)), (1, np.r_[8:12, 0:4]), (2, np.arange(4, 12))]
-  for step, slots in expected_slots[1:]:
+    memory = _host(state.memory)
     emb, labels, valid = written[step]
+    slots = expected_slots[step]
     np.testing.assert_allclose(memory["embeddings"][slots], emb, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(memory["labels"][slots], labels)
     np.testing.assert_array_equal(memory["valid"][slots], valid)
-  assert int(memory["next"]) == 24 % 12
+    assert int(memory["next"]) == 8 * (step + 1) % 12
+    assert memory["valid"].sum() == [8, 11, 11][step]   # batch 1's row 6 (slot 2) is padding
+  # the final buffer, in slot order: step 1's rows 4-7, then step 2's rows 0-7
+  np.testing.assert_allclose(memory["embeddings"], np.concatenate([written[1][0][4:], written[2][0]]), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_array_equal(memory["valid"], np.concatenate([written[1][2][4:], written[2][2]]))
 
 
 @pytest.mark.parametrize("num_devices", [1, 4])
@@ -371,5 +385,9 @@ def test_memory_needs_an_objective_that_takes_it():
   model = _lenet_embedder()
   with pytest.raises(ValueError, match="memory"):
     train.Trainer(model, train.metric_objective(tiny_loss), optax.sgd(0.1), memory_size=4)
+  with pytest.raises(ValueError, match="memory"):   # its keys are the class parameters
+    train.Trainer(model, train.metric_objective("proxy_anchor"), optax.sgd(0.1), memory_size=4)
+  with pytest.raises(ValueError, match="memory"):
+    train.Trainer(model, train.pair_objective("pairnet"), optax.sgd(0.1), memory_size=4)
   with pytest.raises(ValueError, match="memory_size"):
     train.Trainer(model, train.metric_objective("contrastive"), optax.sgd(0.1), memory_size=-1)
