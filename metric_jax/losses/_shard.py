@@ -173,6 +173,17 @@ def check_memory(memory, dim: int, labels):
   return _finite.sanitize_rows(embeddings, valid) + (mem_labels, valid)
 
 
+def append_memory(keys, key_labels, key_valid, alarm, mem):
+  """The gathered keys followed by the checked memory `mem` (`check_memory`'s output, or None: unchanged); the
+  memory's alarm is added to `alarm`. Returns `(keys, key_labels, key_valid, alarm)`."""
+  if mem is None:
+    return keys, key_labels, key_valid, alarm
+  mem_embeddings, mem_alarm, mem_labels, mem_valid = mem
+  return (jnp.concatenate([keys, mem_embeddings.astype(keys.dtype)]),
+          jnp.concatenate([key_labels, mem_labels.astype(key_labels.dtype)]),
+          jnp.concatenate([key_valid, mem_valid]), alarm + mem_alarm)
+
+
 # ------------------------------------------------------------------------------------------------------ pair problems
 class PairBlock(NamedTuple):
   """One block of query rows of a pair loss, as the loss's row function sees it.
@@ -336,13 +347,8 @@ def from_embeddings(embeddings, labels, valid=None, *, matrix_fn: Callable, axis
   alarm = psum(alarm, axis_name)
   num_rows, dim = embeddings.shape
   mem = check_memory(memory, dim, labels)
-  keys, key_labels, key_valid = gather(embeddings, axis_name), gather(labels, axis_name), gather(valid, axis_name)
-  if mem is not None:
-    mem_embeddings, mem_alarm, mem_labels, mem_valid = mem
-    alarm = alarm + mem_alarm
-    keys = jnp.concatenate([keys, mem_embeddings.astype(keys.dtype)])
-    key_labels = jnp.concatenate([key_labels, mem_labels.astype(key_labels.dtype)])
-    key_valid = jnp.concatenate([key_valid, mem_valid])
+  keys, key_labels, key_valid, alarm = append_memory(
+      gather(embeddings, axis_name), gather(labels, axis_name), gather(valid, axis_name), alarm, mem)
   row_offset = axis_index(axis_name) * num_rows
   square = axis_name is None and mem is None and (block_size is None or block_size >= num_rows)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels
+from metric_jax import _checks
 from metric_jax.losses import _finite, _lse, _metric, _shard
 from metric_jax.losses._registry import register
 
@@ -200,12 +200,7 @@ def _npair_registry(mode, embeddings, labels_, valid, symmetric, l2_reg, similar
   keys, key_labels, key_valid = (_shard.gather(x, axis_name) for x in (embeddings, labels_, valid))
   num_queries = keys.shape[0]
   mem = _shard.check_memory(memory, embeddings.shape[1], labels_)
-  if mem is not None:
-    mem_embeddings, mem_alarm, mem_labels, mem_valid = mem
-    alarm = alarm + mem_alarm
-    keys = jnp.concatenate([keys, mem_embeddings.astype(keys.dtype)])
-    key_labels = jnp.concatenate([key_labels, mem_labels.astype(key_labels.dtype)])
-    key_valid = jnp.concatenate([key_valid, mem_valid])
+  keys, key_labels, key_valid, alarm = _shard.append_memory(keys, key_labels, key_valid, alarm, mem)
   num_slots = num_queries if mem is not None else max(num_queries // 2, 1)
   local_slots = -(-num_slots // n)
   slot_valid, anchor_key, positive_key = _compact_tuples(key_labels, key_valid, num_queries, local_slots * n)

@@ -50,7 +50,7 @@ from metric_jax.losses import _shard
 PAIR_KINDS = ("siamese", "pairloss", "pair_soft", "pairnet", "singlenet")
 
 
-def _takes(fn: Callable, name: str) -> bool:
+def takes_keyword(fn: Callable, name: str) -> bool:
   """Whether `fn` takes the keyword argument `name` (or any keyword)."""
   try:
     parameters = inspect.signature(fn).parameters.values()
@@ -81,9 +81,9 @@ def metric_objective(loss: Union[str, Callable] = "multi_similarity", *, loss_hp
   from metric_jax import losses as _losses
   loss_fn = _losses.get(loss) if isinstance(loss, str) else loss
 
-  loss_takes_axis = _takes(loss_fn, "axis_name")
+  loss_takes_axis = takes_keyword(loss_fn, "axis_name")
   # A registry loss with class parameters takes `memory=` only to refuse it (its keys are the class parameters).
-  loss_takes_memory = _takes(loss_fn, "memory") and not (isinstance(loss, str) and _losses.has_params(loss))
+  loss_takes_memory = takes_keyword(loss_fn, "memory") and not (isinstance(loss, str) and _losses.has_params(loss))
 
   def objective(model, outputs, labels, valid, loss_params, loss_consts, *, axis_name=None, memory=None):
     del model

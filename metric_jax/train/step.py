@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -41,6 +40,8 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from metric_jax.train.objectives import takes_keyword
 
 AXIS = "batch"
 
@@ -92,15 +93,6 @@ def _unflatten(has_memory, children):
 jax.tree_util.register_pytree_with_keys(TrainState, _flatten_with_keys, _unflatten, _flatten)
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-  """Whether `fn` takes the keyword argument `name` (or any keyword)."""
-  try:
-    parameters = inspect.signature(fn).parameters.values()
-  except (TypeError, ValueError):
-    return False
-  return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
-
-
 def make_mesh(devices=None) -> Mesh:
   """1-D mesh with axis `"batch"` over `devices` (default: all devices of all processes)."""
   devices = jax.devices() if devices is None else list(devices)
@@ -140,7 +132,7 @@ class Trainer:
       raise ValueError(f"`mesh` must be 1-D with axis name {AXIS!r}, got axes {self.mesh.axis_names}.")
     self.num_devices = self.mesh.devices.size
     self.frozen_bn = frozen_bn
-    self.sharded_objective = _accepts(objective, "axis_name")
+    self.sharded_objective = takes_keyword(objective, "axis_name")
     for value, name in ((memory_size, "memory_size"), (memory_start_step, "memory_start_step")):
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"`{name}` must be a non-negative int, got {value!r}.")
@@ -148,7 +140,7 @@ class Trainer:
     self.memory_start_step = memory_start_step
     self.memory_dim = None
     if memory_size:
-      if not getattr(objective, "takes_memory", _accepts(objective, "memory")):
+      if not getattr(objective, "takes_memory", takes_keyword(objective, "memory")):
         raise ValueError("`memory_size` > 0 needs an objective that takes `memory=` (e.g. `metric_objective` with a "
                          "pair-based registry loss); this objective does not.")
       memory_dim = getattr(model, "embedding_dim", None) if memory_dim is None else memory_dim

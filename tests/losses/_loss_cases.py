@@ -14,6 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict
 
+from metric_jax import pairwise
+from metric_jax.losses import (binomial, circle, contrastive, gpw, histogram, lifted, margins, multi_similarity, nca,
+                               npair, proxy, softtriple, supcon, triplet)
+
 REGISTRY_NAMES = (
     "contrastive",
     "pairnet",
@@ -124,3 +128,32 @@ CASES = (
 DEFAULT_CASES = tuple(c for c in CASES if not c.hparams)
 
 assert sorted(c.name for c in DEFAULT_CASES) == sorted(REGISTRY_NAMES)
+
+
+# Every registry loss -> (its matrix form, the pairwise matrix its convenience form builds by default); None for the
+# losses with learnable class parameters, whose matrix form takes the embeddings x class-weights matrix.
+MATRIX_FORMS = {
+    "contrastive": (contrastive.contrastive_loss, pairwise.euclidean),
+    "pairnet": (contrastive.pairnet_loss, pairwise.squared_euclidean),
+    "triplet": (triplet.triplet_loss, pairwise.euclidean),
+    "npair_mc": (npair.npair_mc_loss, pairwise.dot_product),
+    "npair_ovo": (npair.npair_ovo_loss, pairwise.dot_product),
+    "nca": (nca.nca_loss, pairwise.squared_euclidean),
+    "lifted_structure": (lifted.lifted_structure_loss, pairwise.euclidean),
+    "generalized_lifted_structure": (lifted.generalized_lifted_structure_loss, pairwise.euclidean),
+    "multi_similarity": (multi_similarity.multi_similarity_loss, pairwise.cosine_similarity),
+    "binomial_deviance": (binomial.binomial_deviance_loss, pairwise.cosine_similarity),
+    "histogram": (histogram.histogram_loss, pairwise.cosine_similarity),
+    "gpw_pair": (gpw.gpw_pair_loss, pairwise.euclidean),
+    "gpw_triplet": (gpw.gpw_triplet_loss, pairwise.euclidean),
+    "supcon": (supcon.supcon_loss, pairwise.cosine_similarity),
+    "ntxent": (supcon.ntxent_loss, pairwise.cosine_similarity),
+    "circle": (circle.circle_loss, pairwise.cosine_similarity),
+    "proxy_nca": (proxy.proxy_nca_loss, None),
+    "proxy_anchor": (proxy.proxy_anchor_loss, None),
+    "normalized_softmax": (margins.normalized_softmax_loss, None),
+    "cosface": (margins.cosface_loss, None),
+    "arcface": (margins.arcface_loss, None),
+    "subcenter_arcface": (margins.subcenter_arcface_loss, None),
+    "softtriple": (softtriple.softtriple_loss, None),
+}

@@ -20,36 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metric_jax import losses, pairwise, regularizers
-from metric_jax.losses import (binomial, circle, contrastive, gpw, histogram, lifted, multi_similarity, nca, npair,
-                               supcon, triplet)
-from tests.losses._loss_cases import REGISTRY_NAMES
+from metric_jax import losses, regularizers
+from tests.losses._loss_cases import MATRIX_FORMS, REGISTRY_NAMES
 
 B, D = 12, 8
 PAD = 3                                  # padded rows appended to the B real rows
 BAD_VALID = (np.nan, np.inf, -np.inf)    # non-finite values a valid row may hold
 BAD_PADDED = (np.nan, np.inf, 1e30)      # what a padded row may hold
 
-# Each registry loss's matrix form and the matrix its convenience form builds by default.
-MATRIX_FORMS = {
-    "contrastive": (contrastive.contrastive_loss, pairwise.euclidean),
-    "pairnet": (contrastive.pairnet_loss, pairwise.squared_euclidean),
-    "triplet": (triplet.triplet_loss, pairwise.euclidean),
-    "npair_mc": (npair.npair_mc_loss, pairwise.dot_product),
-    "npair_ovo": (npair.npair_ovo_loss, pairwise.dot_product),
-    "nca": (nca.nca_loss, pairwise.squared_euclidean),
-    "lifted_structure": (lifted.lifted_structure_loss, pairwise.euclidean),
-    "generalized_lifted_structure": (lifted.generalized_lifted_structure_loss, pairwise.euclidean),
-    "multi_similarity": (multi_similarity.multi_similarity_loss, pairwise.cosine_similarity),
-    "binomial_deviance": (binomial.binomial_deviance_loss, pairwise.cosine_similarity),
-    "histogram": (histogram.histogram_loss, pairwise.cosine_similarity),
-    "gpw_pair": (gpw.gpw_pair_loss, pairwise.euclidean),
-    "gpw_triplet": (gpw.gpw_triplet_loss, pairwise.euclidean),
-    "supcon": (supcon.supcon_loss, pairwise.cosine_similarity),
-    "ntxent": (supcon.ntxent_loss, pairwise.cosine_similarity),
-    "circle": (circle.circle_loss, pairwise.cosine_similarity),
-}
-assert sorted(MATRIX_FORMS) == sorted(REGISTRY_NAMES)
+# Each parameter-free registry loss's matrix form and the matrix its convenience form builds by default.
+PAIR_MATRIX_FORMS = {name: form for name, form in MATRIX_FORMS.items() if form[1] is not None}
+assert sorted(PAIR_MATRIX_FORMS) == sorted(REGISTRY_NAMES)
 
 
 def _batch(seed=0):
@@ -131,7 +112,7 @@ def test_padded_rows_holding_nonfinite_or_huge_values_change_nothing(name, bad):
 
 # ----------------------------------------------------------------------------------------------------- matrix form
 def _matrix_case(name, seed=2):
-  loss, metric = MATRIX_FORMS[name]
+  loss, metric = PAIR_MATRIX_FORMS[name]
   embeddings, labels = _batch(seed)
   return loss, np.asarray(metric(jnp.asarray(embeddings))), labels
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
-import subprocess
 import sys
 
 import jax
@@ -32,8 +30,9 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 from metric_jax import losses, pairwise, regularizers
-from metric_jax.losses import (binomial, circle, contrastive, gpw, histogram, lifted, margins, multi_similarity, nca,
-                               npair, proxy, softtriple, supcon, triplet)
+from metric_jax.losses import nca, npair
+from tests.losses._loss_cases import MATRIX_FORMS
+from tests._processes import free_port, run_together
 from tests.conftest import REPO_ROOT
 
 N = 4                          # devices (tests/conftest.py sets jax_num_cpu_devices=4)
@@ -41,33 +40,6 @@ G, D, C = 16, 6, 5             # global batch, dimension, classes (also the mult
 AXIS = "i"
 TOL = dict(rtol=2e-5, atol=2e-6)
 
-# name -> (matrix form, the matrix the registry form builds by default); for the losses with parameters the matrix form
-# takes the class matrix of `_class_matrix`.
-MATRIX_FORMS = {
-    "contrastive": (contrastive.contrastive_loss, pairwise.euclidean),
-    "pairnet": (contrastive.pairnet_loss, pairwise.squared_euclidean),
-    "triplet": (triplet.triplet_loss, pairwise.euclidean),
-    "npair_mc": (npair.npair_mc_loss, pairwise.dot_product),
-    "npair_ovo": (npair.npair_ovo_loss, pairwise.dot_product),
-    "nca": (nca.nca_loss, pairwise.squared_euclidean),
-    "lifted_structure": (lifted.lifted_structure_loss, pairwise.euclidean),
-    "generalized_lifted_structure": (lifted.generalized_lifted_structure_loss, pairwise.euclidean),
-    "multi_similarity": (multi_similarity.multi_similarity_loss, pairwise.cosine_similarity),
-    "binomial_deviance": (binomial.binomial_deviance_loss, pairwise.cosine_similarity),
-    "histogram": (histogram.histogram_loss, pairwise.cosine_similarity),
-    "gpw_pair": (gpw.gpw_pair_loss, pairwise.euclidean),
-    "gpw_triplet": (gpw.gpw_triplet_loss, pairwise.euclidean),
-    "supcon": (supcon.supcon_loss, pairwise.cosine_similarity),
-    "ntxent": (supcon.ntxent_loss, pairwise.cosine_similarity),
-    "circle": (circle.circle_loss, pairwise.cosine_similarity),
-    "proxy_nca": (proxy.proxy_nca_loss, None),
-    "proxy_anchor": (proxy.proxy_anchor_loss, None),
-    "normalized_softmax": (margins.normalized_softmax_loss, None),
-    "cosface": (margins.cosface_loss, None),
-    "arcface": (margins.arcface_loss, None),
-    "subcenter_arcface": (margins.subcenter_arcface_loss, None),
-    "softtriple": (softtriple.softtriple_loss, None),
-}
 
 # Every registry loss with its defaults, and the options that run their own code (mining, reductions, normalizations,
 # layouts, column terms).
@@ -359,29 +331,14 @@ def test_scale_arguments_are_checked_and_named():
 
 
 # -------------------------------------------------------------------------------------- 2 processes x 2 CPU devices
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_with_two_devices_each_give_the_unsharded_losses():
   """The losses' collectives across processes (gloo): `tests/losses/_sharded_worker.py` runs a few losses row-sharded
   over 2 processes x 2 CPU devices and checks value and gradients against the unsharded loss in each process."""
-  port = _free_port()
+  port = free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
   env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, "-m", "tests.losses._sharded_worker", f"localhost:{port}", str(i)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=300)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-4000:]
-    assert "checked 5 losses" in log, log[-2000:]
+  procs = run_together([[sys.executable, "-m", "tests.losses._sharded_worker", f"localhost:{port}", i]
+                        for i in range(2)], env, timeout=300)
+  for p in procs:
+    assert p.returncode == 0, p.log[-4000:]
+    assert "checked 5 losses" in p.log, p.log[-2000:]

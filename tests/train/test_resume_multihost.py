@@ -3,14 +3,13 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
-import pytest
 
+from tests._processes import free_port, run_together
 from tests.conftest import REPO_ROOT
 
 STEPS = 6
@@ -79,32 +78,16 @@ def test_sigkilled_run_resumes_to_exactly_the_uninterrupted_parameters(tmp_path)
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_with_two_devices_each_match_one_process_with_four(tmp_path):
   single = tmp_path / "single.npz"
   _run(["--out", single, "--steps", 3, "--devices", 4, "--loss", "multi_similarity"])
-  port = _free_port()
+  port = free_port()
   outs = [tmp_path / f"multi{i}.npz" for i in range(2)]
-  procs = [subprocess.Popen(_worker("--out", outs[i], "--steps", 3, "--devices", 2, "--coordinator",
-                                    f"localhost:{port}", "--num_processes", 2, "--process_id", i, "--loss",
-                                    "multi_similarity"),
-                            cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=240)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-4000:]
+  procs = run_together([_worker("--out", outs[i], "--steps", 3, "--devices", 2, "--coordinator", f"localhost:{port}",
+                                "--num_processes", 2, "--process_id", i, "--loss", "multi_similarity")
+                        for i in range(2)], _env(), timeout=240)
+  for p in procs:
+    assert p.returncode == 0, p.log[-4000:]
   assert not outs[1].exists()  # only process 0 writes
   a, b = _load(single), _load(outs[0])
   assert a.keys() == b.keys()
