@@ -32,6 +32,7 @@ import datetime
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -299,7 +300,9 @@ def _time_pml_isolated(key: str, batch: int, dim: int, repeats: int, warmup: int
   if cuda and "out of memory" in result.stderr.lower():
     return None, "out of GPU memory"
   if "memory" in result.stderr.lower() or "alloc" in result.stderr.lower() or result.returncode < 0:
-    return None, f"out of memory (> {memory_gib:g} GiB limit)"
+    asked = re.search(r"allocate (\d+) bytes", result.stderr)     # torch: "you tried to allocate N bytes"
+    asked = f"; refused: an allocation of {int(asked.group(1)) / 2**20:,.0f} MiB" if asked else ""
+    return None, f"out of memory (> {memory_gib:g} GiB limit{asked})"
   return None, tail[:120]
 
 
@@ -407,16 +410,25 @@ def main(argv=None):
   _write(args, sizes, configs, rows, floors, torch_threads, class_floors)
 
 
-def _write(args, sizes, configs, rows, floors, torch_threads, class_floors=None):
+def _run_facts(module: str, backend: bool = True) -> List[str]:
+  """The Command, Date, Machine and Versions lines of a results file written by `python -m <module>`.
+
+  With `backend=False` the JAX backend is not named, so not started (a parent that only forks workers keeps JAX's
+  threads out of its `fork`s).
+  """
   import jaxlib
+  devices = f", backend {jax.default_backend()} ({len(jax.devices())} device(s))" if backend else ""
+  return [f"- Command: `python -m {module} {' '.join(sys.argv[1:])}`".rstrip(),
+          f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+          f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores visible; {platform.platform()}",
+          f"- Versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}{devices}" + _torch_versions()]
+
+
+def _write(args, sizes, configs, rows, floors, torch_threads, class_floors=None):
   lines = ["# Loss benchmark: value and gradient w.r.t. the embeddings", ""]
   lines.append("Written by `benchmarks/losses.py`; every number below comes from the run described here.")
   lines.append("")
-  lines.append(f"- Command: `python -m benchmarks.losses {' '.join(sys.argv[1:])}`".rstrip() + "")
-  lines.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-  lines.append(f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores visible; {platform.platform()}")
-  lines.append(f"- Versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend {jax.default_backend()}"
-               f" ({len(jax.devices())} device(s))" + _torch_versions())
+  lines += _run_facts("benchmarks.losses")
   lines.append(f"- Threads: XLA CPU default (all visible cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r};"
                f" torch.set_num_threads({torch_threads})")
   torch_device = getattr(args, "torch_device", "cpu")
