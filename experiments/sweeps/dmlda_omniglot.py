@@ -57,7 +57,8 @@ def extra(results, results_dir):
     tr = [r["selected"]["train_classes"]["recall@1"] for r in recs]
     te = [r["selected"]["test"]["recall@1"] for r in recs]
     gap = report.stat(np.asarray(tr) - np.asarray(te))
-    lines.append(f"| {v['label']} | {report.fmt(report.stat(tr))} | {report.fmt(report.stat(te))} | "
+    label = v["label"] + (f" [{name}]" if v["group"] else "")
+    lines.append(f"| {label} | {report.fmt(report.stat(tr))} | {report.fmt(report.stat(te))} | "
                  f"{report.fmt(gap)} |")
   return lines + [""]
 
