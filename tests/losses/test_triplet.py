@@ -89,11 +89,13 @@ def test_matches_brute_force_loop_for_every_option(mining):
   emb = rng.normal(size=(10, 3)) * 0.6
   labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 4])
   with jax.enable_x64(True):
-    for soft, squared, reduction in itertools.product([False, True], [False, True], ["sum", "mean", "mean_nonzero"]):
-      expected = _reduce(_brute(emb, labels, 0.4, mining, soft, squared), reduction)
-      got = triplet(jnp.asarray(emb), jnp.asarray(labels), margin=0.4, mining=mining, soft=soft, squared=squared,
-                    reduction=reduction)
-      np.testing.assert_allclose(float(got), expected, rtol=1e-10, err_msg=f"{soft=} {squared=} {reduction=}")
+    for soft, squared in itertools.product([False, True], [False, True]):
+      reductions = ("sum", "mean", "mean_nonzero")
+      got = jax.jit(lambda e, y: [triplet(e, y, margin=0.4, mining=mining, soft=soft, squared=squared, reduction=r)
+                                  for r in reductions])(jnp.asarray(emb), jnp.asarray(labels))
+      for reduction, value in zip(reductions, got):
+        expected = _reduce(_brute(emb, labels, 0.4, mining, soft, squared), reduction)
+        np.testing.assert_allclose(float(value), expected, rtol=1e-10, err_msg=f"{soft=} {squared=} {reduction=}")
 
 
 def test_rectangular_matrix_with_self_offset_equals_the_square_rows():
@@ -193,19 +195,26 @@ _OPTIONS = list(itertools.product([False, True], [False, True], ["sum", "mean", 
 def test_positive_slot_path_equals_sorted_path_and_brute_force(mining):
   rng = np.random.default_rng(8)
   emb = rng.normal(size=(10, 3)) * 0.6
+  reductions = ("sum", "mean", "mean_nonzero")
   with jax.enable_x64(True):
-    for soft, squared, reduction in _OPTIONS:
-      kw = dict(margin=0.4, mining=mining, soft=soft, squared=squared, reduction=reduction)
-      slots = jax.jit(jax.value_and_grad(lambda e, y: triplet(e, y, positive_slots=2, **kw)))
-      general = jax.jit(jax.value_and_grad(lambda e, y: triplet(e, y, positive_slots=0, **kw)))
+    for soft, squared in itertools.product([False, True], [False, True]):
+      kw = dict(margin=0.4, mining=mining, soft=soft, squared=squared)
+
+      # One compiled function per (soft, squared): every reduction, slot path and slot path disabled.
+      @jax.jit
+      def both_paths(e, y):
+        return [jax.value_and_grad(lambda e: triplet(e, y, positive_slots=slots, reduction=r, **kw))(e)
+                for r in reductions for slots in (2, 0)]
+
       for labels in (FEW, MANY):
-        expected = _reduce(_brute(emb, labels, 0.4, mining, soft, squared), reduction)
-        v1, g1 = slots(jnp.asarray(emb), jnp.asarray(labels))
-        v2, g2 = general(jnp.asarray(emb), jnp.asarray(labels))
-        msg = f"{soft=} {squared=} {reduction=} labels={labels}"
-        np.testing.assert_allclose(float(v1), expected, rtol=1e-10, atol=1e-12, err_msg=msg)
-        np.testing.assert_allclose(float(v2), expected, rtol=1e-10, atol=1e-12, err_msg=msg)
-        np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-12, err_msg=msg)
+        results = both_paths(jnp.asarray(emb), jnp.asarray(labels))
+        for k, reduction in enumerate(reductions):
+          (v1, g1), (v2, g2) = results[2 * k], results[2 * k + 1]
+          expected = _reduce(_brute(emb, labels, 0.4, mining, soft, squared), reduction)
+          msg = f"{soft=} {squared=} {reduction=} labels={labels}"
+          np.testing.assert_allclose(float(v1), expected, rtol=1e-10, atol=1e-12, err_msg=msg)
+          np.testing.assert_allclose(float(v2), expected, rtol=1e-10, atol=1e-12, err_msg=msg)
+          np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-12, err_msg=msg)
 
 
 def test_positive_slot_gradient_matches_brute_force_finite_differences():

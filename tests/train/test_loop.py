@@ -61,8 +61,8 @@ def _metrics(path):
 def test_sigkilled_experiment_resumes_says_so_and_keeps_one_record_per_step(tmp_path):
   workdir = tmp_path / "w"
   cmd = [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/default.py", "--workdir",
-         str(workdir), "--config.num_steps=400", "--config.checkpoint_every=20", "--config.log_every=1",
-         "--config.eval_every=200", "--config.seeds=(0,)", "--config.progress=False"]
+         str(workdir), "--config.num_steps=200", "--config.checkpoint_every=20", "--config.log_every=1",
+         "--config.eval_every=100", "--config.seeds=(0,)", "--config.progress=False"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   run_log = workdir / "seed_0" / "metrics.jsonl"
   proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -85,8 +85,8 @@ def test_sigkilled_experiment_resumes_says_so_and_keeps_one_record_per_step(tmp_
   assert step % 20 == 0 and last_logged - step <= 20  # at most one checkpoint interval lost
   records = _metrics(run_log)
   train_steps = [r["step"] for r in records if r["split"] == "train"]
-  assert train_steps == list(range(1, 401))  # no step twice, none missing
-  assert [r["step"] for r in records if r["split"] == "test"] == [200, 400]
+  assert train_steps == list(range(1, 201))  # no step twice, none missing
+  assert [r["step"] for r in records if r["split"] == "test"] == [100, 200]
   # a third invocation finds the seed finished and evaluates nothing again
   again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and "not redone" in again.stdout
@@ -105,7 +105,7 @@ def test_sigkilled_experiment_with_cross_batch_memory_resumes_to_exactly_the_uni
 
   def cmd(workdir):
     return [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/default.py", "--workdir",
-            str(workdir), "--config.num_steps=160", "--config.checkpoint_every=20", "--config.eval_every=20",
+            str(workdir), "--config.num_steps=160", "--config.checkpoint_every=20", "--config.eval_every=80",
             "--config.log_every=1", "--config.seeds=(0,)", "--config.progress=False", "--config.memory.size=100",
             "--config.memory.start_step=10"]
 
