@@ -14,7 +14,10 @@ time, so that neither the whole matrix nor the whole batch has to sit on one dev
   device.
 - `block_size`: the query rows are processed in blocks of that many rows with `lax.map`, each block rematerialized in
   the backward pass (`jax.checkpoint`), so the peak memory is O(block_size x M) instead of O(B x M) (the convenience
-  forms build each block's matrix rows from the embeddings; the matrix forms slice the given matrix).
+  forms build each block's matrix rows from the embeddings; the matrix forms slice the given matrix). The
+  rematerialization keeps the per-row statistics of each block (reductions over the keys: row maxima and minima of
+  the mining and of the log-sum-exp shifts, row sums; `save_row_statistics`), O(block_size) numbers per reduction,
+  so the backward pass rebuilds the `[block, M]` values it needs but not the passes that only fed those reductions.
 - `memory`: extra keys `(embeddings [K, D], labels, valid [K])` appended after the batch keys, under
   `stop_gradient` (cross-batch memory, Wang et al. 2020); replicated, not gathered.
 
@@ -117,13 +120,31 @@ def combine_logsumexp(shifts, totals, axis_name, *, add_one: bool = False):
 
 
 # ----------------------------------------------------------------------------------------------------------- blocks
+_REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_and", "reduce_or", "argmax", "argmin"})
+_MIN_KEYS_TO_SAVE = 32
+
+
+def save_row_statistics(prim, *avals, **params) -> bool:
+  """`jax.checkpoint` policy of the blocks: keep the outputs of reductions over the last axis (the keys; or the
+  embedding dimension) of at least 32 entries, i.e. per-row statistics, and rematerialize everything else.
+
+  Saving them costs O(rows) memory per reduction (32x or more smaller than its input) and spares the backward pass
+  the passes over `[block, M]` that only fed them; values and gradients equal the fully rematerialized ones to float
+  rounding (XLA may fuse the recomputed operations differently).
+  """
+  if prim.name not in _REDUCTIONS or not avals or not hasattr(avals[0], "shape"):
+    return False
+  shape, axes = avals[0].shape, tuple(params.get("axes", ()))
+  return len(shape) >= 1 and (len(shape) - 1) in axes and shape[-1] >= _MIN_KEYS_TO_SAVE
+
+
 def map_blocks(fn: Callable, rows, consts=(), *, block_size: Optional[int]):
   """Evaluates `fn(rows_block, consts, start) -> (row_out, block_out)` over blocks of the leading axis of `rows`.
 
   `rows` is a pytree of arrays sharing their leading axis (the query rows); `start` is the index of the block's first
   row. Without `block_size` (or when it covers all rows) `fn` runs once on all rows. Otherwise full blocks run under
-  `lax.map`, each rematerialized in the backward pass (`jax.checkpoint`: only the block's inputs are kept), and the
-  remaining rows as one smaller block.
+  `lax.map`, each rematerialized in the backward pass (`jax.checkpoint`: only the block's inputs and its per-row
+  statistics are kept, `save_row_statistics`), and the remaining rows as one smaller block.
 
   Returns:
     `(row_out, block_outs)`: `row_out` concatenated over the rows (`[B, ...]`), `block_outs` stacked over the blocks
@@ -133,7 +154,7 @@ def map_blocks(fn: Callable, rows, consts=(), *, block_size: Optional[int]):
   if block_size is None or block_size >= num_rows:
     row_out, block_out = fn(rows, consts, 0)
     return row_out, jax.tree.map(lambda x: x[None], block_out)
-  step = jax.checkpoint(fn, prevent_cse=False)
+  step = jax.checkpoint(fn, prevent_cse=False, policy=save_row_statistics)
   num_full = num_rows // block_size
   split = num_full * block_size
   head = jax.tree.map(lambda x: x[:split].reshape((num_full, block_size) + x.shape[1:]), rows)
@@ -379,5 +400,6 @@ def refuse_memory(memory, loss: str):
 
 
 __all__ = ["check_axis_name", "check_block_size", "axis_size", "axis_index", "gather", "psum", "pmax", "sum_blocks",
-           "block_logsumexp", "combine_logsumexp", "map_blocks", "check_memory", "PairBlock", "PairProblem",
+           "block_logsumexp", "combine_logsumexp", "save_row_statistics", "map_blocks", "check_memory", "PairBlock",
+           "PairProblem",
            "from_matrix", "from_embeddings", "map_rows", "refuse_memory"]

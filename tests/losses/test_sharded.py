@@ -19,7 +19,9 @@ the parameter gradients), the regularizers, argument errors, and 2 processes x 2
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import sys
 
@@ -27,10 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import core
+from jax.ad_checkpoint import print_saved_residuals
 from jax.sharding import Mesh, PartitionSpec as P
 
 from metric_jax import losses, pairwise, regularizers
-from metric_jax.losses import nca, npair
+from metric_jax.losses import _shard, nca, npair
 from tests.losses._loss_cases import MATRIX_FORMS
 from tests._processes import free_port, run_together
 from tests.conftest import REPO_ROOT
@@ -254,6 +258,50 @@ def test_blocked_loss_equals_the_unblocked_loss_for_every_block_size(name):
   results = jax.device_get(run(d["e"], d["y"], d["valid"], extra.get("params")))
   for block_size, result in zip((4, 5, 16, 64), results[1:]):
     _assert_same(result, results[0], f"block_size={block_size}")
+
+
+def test_blocks_keep_per_row_statistics_and_rematerialize_the_rest():
+  """`_shard.save_row_statistics`, the blocks' `jax.checkpoint` policy: reductions over the last axis (keys, or the
+  embedding dimension) of >= 32 entries are kept, everything else (the `[block, M]` values, column reductions, short
+  axes) is rematerialized."""
+  prims = {p.name: p for p in (jax.lax.reduce_max_p, jax.lax.reduce_sum_p, jax.lax.exp_p, jax.lax.dot_general_p)}
+  aval = lambda *shape: core.ShapedArray(shape, jnp.float32)
+  keep = _shard.save_row_statistics
+  assert keep(prims["reduce_max"], aval(16, 64), axes=(1,))
+  assert keep(prims["reduce_sum"], aval(16, 3, 64), axes=(2,))
+  assert not keep(prims["reduce_sum"], aval(16, 64), axes=(0,))      # a column reduction: [M] per block
+  assert not keep(prims["reduce_sum"], aval(16, 8), axes=(1,))       # fewer than 32 keys
+  assert not keep(prims["reduce_sum"], aval(16, 3, 64), axes=(1,))   # over the slots
+  assert not keep(prims["exp"], aval(16, 64))
+  assert not keep(prims["dot_general"], aval(16, 8), aval(64, 8), dimension_numbers=(((1,), (1,)), ((), ())))
+  # In a blocked loss: 64 keys in blocks of 16 rows keep [4 blocks, 16 rows] statistics, and nothing [block, 64].
+  e = jnp.asarray(np.random.default_rng(0).normal(size=(64, 8)), jnp.float32)
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    print_saved_residuals(lambda e: losses.get("multi_similarity")(e, jnp.arange(64) % 16, block_size=16), e)
+  lines = printed.getvalue().splitlines()
+  assert any(line.startswith("f32[4,16] output of scan") for line in lines), lines    # per-row statistics
+  assert not any(line.split(" ", 1)[0].endswith(",64]") for line in lines), lines     # no [.., block, keys]
+
+
+@pytest.mark.parametrize("name", ["multi_similarity", "generalized_lifted_structure", "lifted_structure", "circle",
+                                  "ntxent", "triplet"])
+def test_blocks_with_saved_row_statistics_equal_the_unblocked_loss(name):
+  """With 64 keys (>= 32: the policy keeps the blocks' row statistics; the batches above have 16) blocked values and
+  gradients equal the unblocked ones, for blocks that divide the batch and one that leaves a remainder."""
+  rng = np.random.default_rng(3)
+  e = jnp.asarray(rng.normal(size=(64, 8)) / np.sqrt(8), jnp.float32)
+  y = jnp.asarray(np.arange(64) % 16, jnp.int32)
+  fn = losses.get(name)
+
+  @jax.jit
+  def run(e):
+    return [jax.value_and_grad(lambda e: fn(e, y, block_size=b))(e) for b in (None, 16, 24)]
+
+  (v0, g0), *blocked = jax.device_get(run(e))
+  for block_size, (v, g) in zip((16, 24), blocked):
+    _close(v, v0, f"block_size={block_size}: value")
+    _close(g, g0, f"block_size={block_size}: gradient", atol=2e-6 * max(1.0, float(np.abs(g0).max())))
 
 
 # ------------------------------------------------------------------------------ the Trainer's check_vma=False protocol
