@@ -69,30 +69,33 @@ TIME_CAUSE = (
     " B = 1024 with D = 512 (`benchmarks/results/losses.md`) every loss met the target against a floor that costs"
     " 512 per entry. Blocks add"
     " the rematerialization: each block's forward pass runs again in the backward pass (`jax.checkpoint` in"
-    " `metric_jax/losses/_shard.py`), so the passes that the backward needs are paid twice.")
+    " `metric_jax/losses/_shard.py`; only the per-row statistics are kept), so the `[block, G]` passes that the"
+    " backward needs are paid twice (not for `triplet`, whose blocks form their gradient in the forward pass,"
+    " `PairProblem.map_linear`).")
 BLOCKED_CAUSES = {
     "triplet": "all triplets of a PK batch (K - 1 = 3 positives per anchor) are summed in the sort-free layout:"
                " one pass over the `[block, G]` rows per positive slot (3), each several elementwise operations and"
-               " row sums, after the per-row positive slots and window bounds are found; the backward recomputes"
-               " all of it (`triplet._slot_totals`, `mining.scan_slots`).",
+               " row sums, after the per-row positive slots and window bounds are found, then the distance's"
+               " VJP (`triplet._slot_totals`, `mining.scan_slots`; unblocked it is above 3x the floor too).",
     "gpw_triplet": "the same 3 positive-slot passes as `triplet`, for each GPW statistic (`gpw._triplet_stats`).",
     "lifted_structure": "two passes over the blocks: the column log-sum-exps `Σ_{l∈N(j)} exp(α − D_lj)` are global"
                         " statistics that every pair term needs, so a first pass computes them and a second the"
                         " pair terms (`lifted._lifted_structure`); with rematerialization each block's distances"
                         " are built four times, and exp / logaddexp run on every pair twice.",
+    # (multi_similarity and generalized_lifted_structure met the target once the blocks kept their row statistics.)
     "multi_similarity": "ε-mining (row min over the positives, row max over the negatives) before two masked"
                         " log-sum-exps (a max pass and an exp-sum pass each): several passes over each"
-                        " `[block, G]` block, all of which the backward recomputes, against one hinge per pair for"
+                        " `[block, G]` block, whose exponentials the backward recomputes, against one hinge per pair for"
                         " `contrastive` (`multi_similarity._multi_similarity`, `mining.multi_similarity_pairs`).",
     "generalized_lifted_structure": "two masked log-sum-exps per anchor row (positives and negatives; a max pass"
-                                    " and an exp-sum pass each), all recomputed in the backward.",
+                                    " and an exp-sum pass each), the exponentials recomputed in the backward.",
     "histogram": "the triangular-kernel histograms are a `segment_sum` (scatter-add) of two weights per pair into"
                  " 2 × 101 bins, and their gradient a gather: scatter and gather over every pair run element by"
                  " element on the XLA CPU backend (`histogram._histogram_sums`).",
     "binomial_deviance": "a softplus (exp and log1p) of every pair, with separate positive and negative weights and"
                          " normalisers.",
     "ntxent": "a softmax over every row (a max pass and an exp-sum pass) with each positive pair's log-probability,"
-              " all recomputed in the backward.",
+              " the exponentials recomputed in the backward.",
     "gpw_pair": "mining masks and the weights from stop-gradient distances on every pair, before the weighted sums.",
     "proxy_anchor": "per (sample, proxy) an exp for the positive and for the negative term, and log-sum-exps over the"
                     " samples per proxy (column statistics over all blocks).",

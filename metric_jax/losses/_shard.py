@@ -231,7 +231,8 @@ class PairProblem:
   """
 
   def __init__(self, *, num_rows, query_labels, query_valid, key_labels, key_valid, self_offset, row_offset,
-               axis_name, block_size, block_matrix, row_inputs, alarm, matrix_alarm, dtype):
+               axis_name, block_size, block_matrix, row_inputs, alarm, matrix_alarm, dtype, keys=None,
+               matrix_fn=None):
     self.num_rows = num_rows
     self.query_labels = query_labels
     self.query_valid = query_valid
@@ -247,6 +248,8 @@ class PairProblem:
     self.alarm = alarm                       # non-finite alarm of the inputs (0.0 or NaN), global
     self._matrix_alarm = matrix_alarm        # whether each block's matrix rows are checked too (matrix forms)
     self.dtype = dtype
+    self._keys = keys                        # convenience forms: the key embeddings [M, D] and
+    self._matrix_fn = matrix_fn              # `matrix_fn(queries, keys)` (`map_linear`)
 
   @property
   def single_block(self) -> bool:
@@ -271,13 +274,15 @@ class PairProblem:
     return self.count(self.query_valid)
 
   # -- blocks --------------------------------------------------------------------------------------------------------
-  def block(self, inputs, start) -> PairBlock:
-    """The `PairBlock` of the query rows `inputs` (a slice of the row inputs) starting at local row `start`."""
+  def block(self, inputs, start, matrix=None) -> PairBlock:
+    """The `PairBlock` of the query rows `inputs` (a slice of the row inputs) starting at local row `start`; its
+    matrix rows are built from `inputs` unless given."""
     q_labels, q_valid = inputs["labels"], inputs["valid"]
     offset = None if self.self_offset is None else self.self_offset + start
     masks = _labels.pair_masks(q_labels, self.key_labels, query_valid=q_valid, key_valid=self.key_valid,
                                self_offset=offset)
-    matrix = self._block_matrix(inputs, start)
+    if matrix is None:
+      matrix = self._block_matrix(inputs, start)
     rows = self.row_offset + start + jnp.arange(q_valid.shape[0])
     return PairBlock(matrix, masks.positive, masks.negative, masks.valid, q_valid, q_labels, rows)
 
@@ -301,6 +306,57 @@ class PairProblem:
     row_out, (block_out, alarms) = map_blocks(run, {"inputs": self._row_inputs, "extras": extras}, consts,
                                               block_size=self.block_size)
     return row_out, block_out, self.psum(jnp.sum(alarms))
+
+
+  def map_linear(self, fn: Callable):
+    """Runs a row function that gives its gradient explicitly: `fn(block) -> (value, coef, aux)`, with `value` a
+    scalar computed without gradient, `coef = d value / d block.matrix` (`[blk, M]`, without gradient) and `aux` a
+    pytree of per-block values without gradient (counts).
+
+    Returns `(value, aux [num_blocks, ...], alarm)`: `value` summed over this device's blocks (combine over the axis
+    with `psum`), carrying the gradient that `coef` gives. One block (or a matrix form): `value + sum(coef * (matrix -
+    stop_gradient(matrix)))` inside the block, as before. Several blocks of a convenience form: each block turns its
+    `coef` into gradients w.r.t. its queries and the keys at once (the VJP of `matrix_fn`, two `[blk, M] x [M, D]`
+    products) and the gradients are reattached outside the blocks, so no block is rematerialized (its forward pass
+    runs once instead of twice); the key gradients are accumulated in the `scan` carry (`[M, D]`).
+    """
+    if self.single_block or self._keys is None:
+      def linear(block, extras, consts):
+        value, coef, aux = fn(block)
+        return None, (value + jnp.sum(coef * (block.matrix - jax.lax.stop_gradient(block.matrix))), aux)
+
+      _, (values, aux), alarm = self.map(linear)
+      return jnp.sum(values), aux, alarm
+
+    keys = jax.lax.stop_gradient(self._keys)
+    embeddings = self._row_inputs["embeddings"]
+
+    def run(key_grad, inputs, start):
+      queries = jax.lax.stop_gradient(inputs["embeddings"])
+      matrix, vjp = jax.vjp(self._matrix_fn, queries, keys)
+      block = self.block(inputs, start, matrix=matrix)
+      block = block._replace(matrix=jnp.where(block.valid, block.matrix, jnp.zeros((), block.matrix.dtype)))
+      value, coef, aux = jax.lax.stop_gradient(fn(block))
+      query_grad, block_key_grad = vjp(jnp.where(block.valid, coef, jnp.zeros((), coef.dtype)))
+      return key_grad + block_key_grad, (value, aux, query_grad)
+
+    num_full = self.num_rows // self.block_size
+    split = num_full * self.block_size
+    head = jax.tree.map(lambda x: x[:split].reshape((num_full, self.block_size) + x.shape[1:]), self._row_inputs)
+    starts = jnp.arange(num_full, dtype=jnp.int32) * self.block_size
+    key_grad, (values, aux, query_grad) = jax.lax.scan(
+        lambda carry, xs: run(carry, *xs), jnp.zeros_like(keys), (head, starts))
+    query_grad = query_grad.reshape((split,) + query_grad.shape[2:])
+    value = jnp.sum(values)
+    if split < self.num_rows:
+      key_grad, (tail_value, tail_aux, tail_grad) = run(
+          key_grad, jax.tree.map(lambda x: x[split:], self._row_inputs), jnp.int32(split))
+      value = value + tail_value
+      aux = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), aux, tail_aux)
+      query_grad = jnp.concatenate([query_grad, tail_grad])
+    value = (value + jnp.sum(query_grad * (embeddings - jax.lax.stop_gradient(embeddings)))
+             + jnp.sum(key_grad * (self._keys - keys)))
+    return value, aux, jnp.zeros((), self.dtype)
 
 
 def _default_keys(query_labels, query_valid, key_labels, key_valid, axis_name, num_keys, matrix_name):
@@ -384,7 +440,7 @@ def from_embeddings(embeddings, labels, valid=None, *, matrix_fn: Callable, axis
                      key_valid=key_valid, self_offset=row_offset, row_offset=row_offset, axis_name=axis_name,
                      block_size=block_size, block_matrix=block_matrix,
                      row_inputs={"embeddings": embeddings, "labels": labels, "valid": valid}, alarm=alarm,
-                     matrix_alarm=False, dtype=sample.dtype)
+                     matrix_alarm=False, dtype=sample.dtype, keys=keys, matrix_fn=matrix_fn)
 
 
 # ------------------------------------------------------------------------------------------------------ class problems

@@ -105,12 +105,14 @@ def _check_triplet(margin, mining, soft, reduction, positive_slots):
 def _triplet(problem, margin, mining, soft, reduction, positive_slots):
   num_slots = _check_triplet(margin, mining, soft, reduction, positive_slots)
 
-  def block(rows, extras, consts):
-    sums = _triplet_sums(rows.matrix, rows.positive, rows.negative, margin, mining, soft, reduction, num_slots)
-    return None, tuple(jnp.asarray(x, rows.matrix.dtype) for x in sums)
+  def block(rows):
+    total, num_nonzero, num_selected, coef = _triplet_sums(rows.matrix, rows.positive, rows.negative, margin, mining,
+                                                           soft, reduction, num_slots)
+    return total, coef, tuple(jnp.asarray(x, rows.matrix.dtype) for x in (num_nonzero, num_selected))
 
-  _, sums, alarm = problem.map(block)
-  total, num_nonzero, num_selected = problem.sum_blocks(sums)
+  total, counts, alarm = problem.map_linear(block)
+  total = problem.psum(total)
+  num_nonzero, num_selected = problem.sum_blocks(counts)
   alarm = alarm + problem.alarm
   if reduction == "sum":
     return total + alarm
@@ -120,23 +122,30 @@ def _triplet(problem, margin, mining, soft, reduction, positive_slots):
 
 
 def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, num_slots: int):
-  """`(sum of losses, number of triplets with loss > 0, number of selected triplets)` of the anchors (rows) of a
-  sanitized distance matrix and its positive / negative masks; each anchor's terms depend on its own row only.
+  """`(sum of losses, number of triplets with loss > 0, number of selected triplets, dL/dD)` of the anchors (rows) of
+  a sanitized distance matrix and its positive / negative masks, all without gradient (the caller reattaches `dL/dD`,
+  `[B, M]`); each anchor's terms depend on its own row only.
 
   For `"hard"` the selected "triplets" are the anchors that have one.
   """
+  ds = jax.lax.stop_gradient(d)
   if mining == "hard":
-    hard_pos, hard_neg, has = _mining.batch_hard_indices(d, pos, neg)
-    d_ap = jnp.take_along_axis(d, hard_pos[:, None], axis=1)[:, 0]
-    d_an = jnp.take_along_axis(d, hard_neg[:, None], axis=1)[:, 0]
-    x = d_ap - d_an + margin
-    terms = jnp.where(has, jax.nn.softplus(x) if soft else jnp.maximum(x, 0.0), 0.0)
-    return jnp.sum(terms), jnp.sum(jax.lax.stop_gradient(terms) > 0), jnp.sum(has)
+    hard_pos, hard_neg, has = _mining.batch_hard_indices(ds, pos, neg)
+
+    def hard_terms(d):
+      d_ap = jnp.take_along_axis(d, hard_pos[:, None], axis=1)[:, 0]
+      d_an = jnp.take_along_axis(d, hard_neg[:, None], axis=1)[:, 0]
+      x = d_ap - d_an + margin
+      return jnp.where(has, jax.nn.softplus(x) if soft else jnp.maximum(x, 0.0), 0.0)
+
+    terms, vjp = jax.vjp(hard_terms, ds)
+    (coef,) = vjp(jnp.ones_like(terms))
+    return jnp.sum(terms), jnp.sum(terms > 0), jnp.sum(has), coef
 
   if mining == "all":
-    window = _mining.all_triplets(d, pos, neg)
+    window = _mining.all_triplets(ds, pos, neg)
   else:
-    window = _mining.semihard_triplets(d, pos, neg, margin=margin)
+    window = _mining.semihard_triplets(ds, pos, neg, margin=margin)
 
   need_selected = reduction == "mean"
 
@@ -147,17 +156,12 @@ def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, 
     return total, num_nonzero, num_selected, coef
 
   # The selection is piecewise constant in `d`, so each branch returns the loss and its gradient `coef = dL/dD` ([B, M])
-  # without gradient, and the gradient is reattached below as `sum(coef * (D - stop_gradient(D)))` (value unchanged):
-  # the `cond` then keeps no residuals and the backward pass is one `[B, M]` product.
-  ds = jax.lax.stop_gradient(d)
+  # without gradient; `PairProblem.map_linear` reattaches it (value unchanged): the `cond` then keeps no residuals,
+  # and the backward pass is one `[B, M]` product (blocks: none at all, the gradient is formed in the forward pass).
   if num_slots:
-    total, num_nonzero, num_selected, coef = jax.lax.cond(
-        _mining.max_positives(window) <= num_slots,
-        lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected), general, ds)
-  else:
-    total, num_nonzero, num_selected, coef = general(ds)
-  total = total + jnp.sum(coef * (d - ds))
-  return total, num_nonzero, num_selected
+    return jax.lax.cond(_mining.max_positives(window) <= num_slots,
+                        lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected), general, ds)
+  return general(ds)
 
 
 def _window_totals(d, window: _mining.TripletWindow, margin, soft: bool, need_selected: bool):
