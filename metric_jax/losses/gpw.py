@@ -415,12 +415,26 @@ def _gpw_triplet(problem, *, margin=0.2, mining="none", pos_threshold=0.0, neg_t
   normalize, num_slots = _check_triplet(mining, weighting, p, alpha, normalize, normalize_offset, hinge, reduction,
                                         method, positive_slots)
 
+  options = dict(margin=margin, mining=mining, pos_threshold=pos_threshold, neg_threshold=neg_threshold,
+                 epsilon=epsilon, weighting=weighting, p=p, alpha=alpha, normalize=normalize, hinge=hinge,
+                 method=method, num_slots=num_slots)
+  if normalize == "none" and method == "auto" and num_slots:
+    # The potential is then `scale * sum_a field_a`, linear in the per-anchor field: the rows give it with its
+    # gradient `[B, M]` explicitly and `map_linear` turns that into embedding gradients block by block (no
+    # rematerialization of the blocks).
+    (field,) = _differentiable_fields(weighting, normalize)
+    scale = 1.0 / (p + 1.0) if weighting == "power" else 1.0
+
+    def linear_block(rows):
+      stats, (grad,) = _triplet_stats_and_row_gradients(rows.matrix, rows.positive, rows.negative, **options)
+      return scale * jnp.sum(getattr(stats, field)), scale * grad, jnp.sum(stats.count)
+
+    total, counts, alarm = problem.map_linear(linear_block)
+    total, num_selected = problem.psum(total), problem.sum_blocks(counts)
+    return _reduce(total, reduction, num_selected, problem.num_valid_queries()) + alarm + problem.alarm
+
   def block(rows, extras, consts):
-    stats = _triplet_stats(rows.matrix, rows.positive, rows.negative, margin=margin, mining=mining,
-                           pos_threshold=pos_threshold, neg_threshold=neg_threshold, epsilon=epsilon,
-                           weighting=weighting, p=p, alpha=alpha, normalize=normalize, hinge=hinge, method=method,
-                           num_slots=num_slots)
-    return stats, None
+    return _triplet_stats(rows.matrix, rows.positive, rows.negative, **options), None
 
   stats, _, alarm = problem.map(block)
   total = _potential(stats, weighting, normalize, p, alpha, normalize_offset, problem.axis_name)
@@ -428,34 +442,52 @@ def _gpw_triplet(problem, *, margin=0.2, mining="none", pos_threshold=0.0, neg_t
   return _reduce(total, reduction, num_selected, problem.num_valid_queries()) + alarm + problem.alarm
 
 
-def _triplet_stats(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon, weighting, p,
-                   alpha, normalize, hinge, method, num_slots) -> _Stats:
-  """Per-anchor `_Stats` of the selected triplets of the rows of a sanitized distance matrix (each anchor's from its
-  own row only)."""
+def _triplet_window(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon, weighting, p,
+                    alpha, hinge, method):
+  """`(window, general)`: the mined triplet window of the rows of `d` and the slot-free evaluation of its statistics
+  (`general(d) -> _Stats`: sorted prefix sums, or anchor tiles for power weights / `method="tiled"`)."""
   window = _mining.mine_triplets(mining, d, positive, negative, pos_threshold=pos_threshold,
                                  neg_threshold=neg_threshold, margin=margin, epsilon=epsilon)
   if hinge:
     window = _mining.restrict(window, upper=jax.lax.stop_gradient(d) + margin)
   if method == "tiled" or (method == "auto" and weighting == "power"):
-    general = lambda d: _tiled_triplet_stats(d, window, margin, weighting, p, alpha)
-  else:
-    general = lambda d: _sorted_triplet_stats(d, window, margin, weighting, alpha)
+    return window, lambda d: _tiled_triplet_stats(d, window, margin, weighting, p, alpha)
+  return window, lambda d: _sorted_triplet_stats(d, window, margin, weighting, alpha)
+
+
+def _triplet_stats(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon, weighting, p,
+                   alpha, normalize, hinge, method, num_slots) -> _Stats:
+  """Per-anchor `_Stats` of the selected triplets of the rows of a sanitized distance matrix (each anchor's from its
+  own row only)."""
+  options = dict(margin=margin, mining=mining, pos_threshold=pos_threshold, neg_threshold=neg_threshold,
+                 epsilon=epsilon, weighting=weighting, p=p, alpha=alpha, hinge=hinge, method=method)
   if method == "auto" and num_slots:
-    # The selection is piecewise constant in `d` and each anchor's statistics depend on its own row only, so each
-    # branch returns the statistics with their row gradients (`[B, M]`, one VJP per differentiable field), without
-    # gradient, and the gradient is reattached below as `sum_j J_aj (D_aj - stop_gradient(D_aj))` (value unchanged):
-    # the `cond` keeps no residuals of the branch it did not take (first derivatives only, as the `triplet` loss).
-    fields = _differentiable_fields(weighting, normalize)
+    # The selection is piecewise constant in `d` and each anchor's statistics depend on its own row only, so the
+    # statistics come with their row gradients (`[B, M]`, one VJP per differentiable field), without gradient, and
+    # the gradient is reattached here as `sum_j J_aj (D_aj - stop_gradient(D_aj))` (value unchanged): the `cond`
+    # keeps no residuals of the branch it did not take (first derivatives only, as the `triplet` loss).
     ds = jax.lax.stop_gradient(d)
-    stats, row_grads = jax.lax.cond(
-        _mining.max_positives(window) <= num_slots,
-        _with_row_gradients(lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots), fields),
-        _with_row_gradients(general, fields), ds)
-    stats = stats._replace(**{field: getattr(stats, field) + jnp.sum(grad * (d - ds), axis=1)
-                              for field, grad in zip(fields, row_grads)})
-  else:
-    stats = general(d)
-  return stats
+    stats, row_grads = _triplet_stats_and_row_gradients(d, positive, negative, normalize=normalize,
+                                                        num_slots=num_slots, **options)
+    return stats._replace(**{field: getattr(stats, field) + jnp.sum(grad * (d - ds), axis=1)
+                             for field, grad in zip(_differentiable_fields(weighting, normalize), row_grads)})
+  _, general = _triplet_window(d, positive, negative, **options)
+  return general(d)
+
+
+def _triplet_stats_and_row_gradients(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon,
+                                     weighting, p, alpha, normalize, hinge, method, num_slots):
+  """The per-anchor `_Stats` (positive slots when every anchor fits, else `general`) without gradient, and the
+  `[B, M]` row gradients of its differentiable fields (`_differentiable_fields`)."""
+  ds = jax.lax.stop_gradient(d)
+  window, general = _triplet_window(ds, positive, negative, margin=margin, mining=mining,
+                                    pos_threshold=pos_threshold, neg_threshold=neg_threshold, epsilon=epsilon,
+                                    weighting=weighting, p=p, alpha=alpha, hinge=hinge, method=method)
+  fields = _differentiable_fields(weighting, normalize)
+  return jax.lax.cond(
+      _mining.max_positives(window) <= num_slots,
+      _with_row_gradients(lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots), fields),
+      _with_row_gradients(general, fields), ds)
 
 
 def _negative_cosine(queries, keys=None):
