@@ -307,7 +307,6 @@ class PairProblem:
                                               block_size=self.block_size)
     return row_out, block_out, self.psum(jnp.sum(alarms))
 
-
   def map_linear(self, fn: Callable):
     """Runs a row function that gives its gradient explicitly: `fn(block) -> (value, coef, aux)`, with `value` a
     scalar computed without gradient, `coef = d value / d block.matrix` (`[blk, M]`, without gradient) and `aux` a
