@@ -83,7 +83,6 @@ BLOCKED_CAUSES = {
                         " statistics that every pair term needs, so a first pass computes them and a second the"
                         " pair terms (`lifted._lifted_structure`); with rematerialization each block's distances"
                         " are built four times, and exp / logaddexp run on every pair twice.",
-    # (multi_similarity and generalized_lifted_structure met the target once the blocks kept their row statistics.)
     "multi_similarity": "ε-mining (row min over the positives, row max over the negatives) before two masked"
                         " log-sum-exps (a max pass and an exp-sum pass each): several passes over each"
                         " `[block, G]` block, whose exponentials the backward recomputes, against one hinge per pair for"

@@ -138,6 +138,15 @@ def save_row_statistics(prim, *avals, **params) -> bool:
   return len(shape) >= 1 and (len(shape) - 1) in axes and shape[-1] >= _MIN_KEYS_TO_SAVE
 
 
+def _split_blocks(rows, block_size: int):
+  """`(head, starts, split)`: the first `split` rows of the pytree `rows` as `[num_blocks, block_size, ...]` full
+  blocks, each block's first row index `starts`, and `split` (the rows after it form one smaller tail block)."""
+  num_full = jax.tree.leaves(rows)[0].shape[0] // block_size
+  split = num_full * block_size
+  head = jax.tree.map(lambda x: x[:split].reshape((num_full, block_size) + x.shape[1:]), rows)
+  return head, jnp.arange(num_full, dtype=jnp.int32) * block_size, split
+
+
 def map_blocks(fn: Callable, rows, consts=(), *, block_size: Optional[int]):
   """Evaluates `fn(rows_block, consts, start) -> (row_out, block_out)` over blocks of the leading axis of `rows`.
 
@@ -155,10 +164,7 @@ def map_blocks(fn: Callable, rows, consts=(), *, block_size: Optional[int]):
     row_out, block_out = fn(rows, consts, 0)
     return row_out, jax.tree.map(lambda x: x[None], block_out)
   step = jax.checkpoint(fn, prevent_cse=False, policy=save_row_statistics)
-  num_full = num_rows // block_size
-  split = num_full * block_size
-  head = jax.tree.map(lambda x: x[:split].reshape((num_full, block_size) + x.shape[1:]), rows)
-  starts = jnp.arange(num_full, dtype=jnp.int32) * block_size
+  head, starts, split = _split_blocks(rows, block_size)
   row_out, block_out = jax.lax.map(lambda xs: step(xs[0], consts, xs[1]), (head, starts))
   row_out = jax.tree.map(lambda x: x.reshape((split,) + x.shape[2:]), row_out)
   if split < num_rows:
@@ -276,7 +282,7 @@ class PairProblem:
   # -- blocks --------------------------------------------------------------------------------------------------------
   def block(self, inputs, start, matrix=None) -> PairBlock:
     """The `PairBlock` of the query rows `inputs` (a slice of the row inputs) starting at local row `start`; its
-    matrix rows are built from `inputs` unless given."""
+    matrix rows are built from `inputs` unless given (not yet sanitized: see `_sanitized`)."""
     q_labels, q_valid = inputs["labels"], inputs["valid"]
     offset = None if self.self_offset is None else self.self_offset + start
     masks = _labels.pair_masks(q_labels, self.key_labels, query_valid=q_valid, key_valid=self.key_valid,
@@ -299,8 +305,7 @@ class PairProblem:
       alarm = jnp.zeros((), self.dtype)
       if self._matrix_alarm:
         alarm = _finite.alarm(block.matrix, block.valid)
-      block = block._replace(matrix=jnp.where(block.valid, block.matrix, jnp.zeros((), block.matrix.dtype)))
-      row_out, block_out = fn(block, rows["extras"], consts)
+      row_out, block_out = fn(_sanitized(block), rows["extras"], consts)
       return row_out, (block_out, alarm)
 
     row_out, (block_out, alarms) = map_blocks(run, {"inputs": self._row_inputs, "extras": extras}, consts,
@@ -333,16 +338,12 @@ class PairProblem:
     def run(key_grad, inputs, start):
       queries = jax.lax.stop_gradient(inputs["embeddings"])
       matrix, vjp = jax.vjp(self._matrix_fn, queries, keys)
-      block = self.block(inputs, start, matrix=matrix)
-      block = block._replace(matrix=jnp.where(block.valid, block.matrix, jnp.zeros((), block.matrix.dtype)))
+      block = _sanitized(self.block(inputs, start, matrix=matrix))
       value, coef, aux = jax.lax.stop_gradient(fn(block))
       query_grad, block_key_grad = vjp(jnp.where(block.valid, coef, jnp.zeros((), coef.dtype)))
       return key_grad + block_key_grad, (value, aux, query_grad)
 
-    num_full = self.num_rows // self.block_size
-    split = num_full * self.block_size
-    head = jax.tree.map(lambda x: x[:split].reshape((num_full, self.block_size) + x.shape[1:]), self._row_inputs)
-    starts = jnp.arange(num_full, dtype=jnp.int32) * self.block_size
+    head, starts, split = _split_blocks(self._row_inputs, self.block_size)
     key_grad, (values, aux, query_grad) = jax.lax.scan(
         lambda carry, xs: run(carry, *xs), jnp.zeros_like(keys), (head, starts))
     query_grad = query_grad.reshape((split,) + query_grad.shape[2:])
@@ -356,6 +357,11 @@ class PairProblem:
     value = (value + jnp.sum(query_grad * (embeddings - jax.lax.stop_gradient(embeddings)))
              + jnp.sum(key_grad * (self._keys - keys)))
     return value, aux, jnp.zeros((), self.dtype)
+
+
+def _sanitized(block: PairBlock) -> PairBlock:
+  """The block with the matrix entries of pairs that are not valid set to 0 (zero gradient)."""
+  return block._replace(matrix=jnp.where(block.valid, block.matrix, jnp.zeros((), block.matrix.dtype)))
 
 
 def _default_keys(query_labels, query_valid, key_labels, key_valid, axis_name, num_keys, matrix_name):
@@ -456,5 +462,4 @@ def refuse_memory(memory, loss: str):
 
 __all__ = ["check_axis_name", "check_block_size", "axis_size", "axis_index", "gather", "psum", "pmax", "sum_blocks",
            "block_logsumexp", "combine_logsumexp", "save_row_statistics", "map_blocks", "check_memory", "PairBlock",
-           "PairProblem",
-           "from_matrix", "from_embeddings", "map_rows", "refuse_memory"]
+           "PairProblem", "from_matrix", "from_embeddings", "map_rows", "refuse_memory"]
