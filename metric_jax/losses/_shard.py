@@ -238,7 +238,7 @@ class PairProblem:
 
   def __init__(self, *, num_rows, query_labels, query_valid, key_labels, key_valid, self_offset, row_offset,
                axis_name, block_size, block_matrix, row_inputs, alarm, matrix_alarm, dtype, keys=None,
-               matrix_fn=None):
+               matrix_fn=None, symmetric=False):
     self.num_rows = num_rows
     self.query_labels = query_labels
     self.query_valid = query_valid
@@ -256,6 +256,11 @@ class PairProblem:
     self.dtype = dtype
     self._keys = keys                        # convenience forms: the key embeddings [M, D] and
     self._matrix_fn = matrix_fn              # `matrix_fn(queries, keys)` (`map_linear`)
+    # The keys are exactly the queries of every device (key index = global row index) and the matrix is symmetric as
+    # a function of the embeddings (`matrix_fn(a, b) = matrix_fn(b, a).T`, every `_metric` function): a loss may then
+    # use a row's statistics as the same sample's column statistics, and move a gradient term from entry (i, k) to
+    # entry (k, i), since `d matrix_ik / d embeddings = d matrix_ki / d embeddings` (`lifted._lifted_symmetric`).
+    self.symmetric = symmetric
 
   @property
   def single_block(self) -> bool:
@@ -420,7 +425,8 @@ def from_embeddings(embeddings, labels, valid=None, *, matrix_fn: Callable, axis
 
   The embeddings, labels and mask are checked (errors name them) and the padded rows zeroed (`_finite`); the alarm is
   NaN when a valid row (of any device, or of the memory) is not finite. Keys: the batch (gathered over `axis_name`),
-  then the memory. Without axis, memory and blocks the square matrix is built in one call (`matrix_fn(embeddings,
+  then the memory. `matrix_fn` must be symmetric (`matrix_fn(a, b) = matrix_fn(b, a).T`): without memory the problem
+  is marked `symmetric`. Without axis, memory and blocks the square matrix is built in one call (`matrix_fn(embeddings,
   None)`: identical rows exactly 0 apart through the Gram diagonal, see `metric_jax.pairwise`).
   """
   check_axis_name(axis_name)
@@ -445,7 +451,7 @@ def from_embeddings(embeddings, labels, valid=None, *, matrix_fn: Callable, axis
                      key_valid=key_valid, self_offset=row_offset, row_offset=row_offset, axis_name=axis_name,
                      block_size=block_size, block_matrix=block_matrix,
                      row_inputs={"embeddings": embeddings, "labels": labels, "valid": valid}, alarm=alarm,
-                     matrix_alarm=False, dtype=sample.dtype, keys=keys, matrix_fn=matrix_fn)
+                     matrix_alarm=False, dtype=sample.dtype, keys=keys, matrix_fn=matrix_fn, symmetric=mem is None)
 
 
 # ------------------------------------------------------------------------------------------------------ class problems

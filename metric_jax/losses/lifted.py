@@ -44,7 +44,9 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
     axis_name, block_size: rows sharded over a `shard_map` axis / evaluated in blocks (see
       `metric_jax.losses.contrastive.contrastive_loss` and `metric_jax.losses._shard`).
       The column sums `Σ_{l∈N(j)}` run over the queries of every device and block (a first pass), then each
-      positive pair's term is computed in a second pass.
+      positive pair's term is computed in a second pass. (The convenience form `lifted_structure` without memory,
+      whose matrix is symmetric, uses the row sums as column sums and forms its gradient in the second pass:
+      `_lifted_symmetric`.)
 
   Returns:
     Scalar loss; 0 without positive or without negative pairs.
@@ -59,6 +61,8 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
 
 def _lifted_structure(problem, margin):
   _checks.check_positive(margin, "margin", strict=False)
+  if problem.symmetric:
+    return _lifted_symmetric(problem, margin)
 
   def negative_sums(rows):
     neg_logits = margin - rows.matrix
@@ -90,6 +94,57 @@ def _lifted_structure(problem, margin):
     _, sums, _ = problem.map(lambda rows, extras, consts: (None, pair_terms(rows, *extras, *consts)),
                              extras=row_sums, consts=columns)
   total, num_pos = problem.sum_blocks(sums)
+  return total / (2.0 * jnp.maximum(num_pos, 1)) + alarm + problem.alarm
+
+
+def _lifted_symmetric(problem, margin):
+  """Lifted structure when the keys are the queries and `D` is symmetric (`PairProblem.symmetric`), with its gradient
+  `dL/dD` formed explicitly (`PairProblem.map_linear`: blocks are not rematerialized).
+
+  Then the column statistics equal the row statistics, `c_j = r_j = log Σ_{k∈N(j)} exp(α − D_jk)`, so one pass (no
+  gradient) gives the vector `r` over the global batch, and a second pass computes every pair term and the gradient.
+  With `z_ij = 2 [J_ij]₊` on the active positive pairs, `σ_ij = exp(r_i − log(e^{r_i} + e^{r_j}))` and
+  `g_i = Σ_j z_ij σ_ij` (`dL/dr_i` times `2|P|`), the gradient of `Σ_P [J]₊²` is
+    `C_ik = z_ik − [k∈N(i)] exp(α − D_ik) (g_i e^{−r_i} + g_k e^{−r_k})`,
+  whose last term belongs to column k's statistic (`Σ_i z_ik (1 − σ_ik) = g_k` by the symmetry). Because
+  `D_ik = D_ki` as functions of the embeddings, that term may be moved to the transposed entry (k, i), where it reads
+  `[i∈N(k)] exp(α − D_ki) g_k e^{−r_k}`: the same form as the row term of row k. So each row needs only its own `g`:
+    `C'_ik = z_ik − 2 [k∈N(i)] exp(α − D_ik − r_i) g_i`,
+  which gives the same embedding gradient as `C` (not the same `dL/dD`).
+  """
+  def row_statistics(rows, d):
+    return _lse.masked_logsumexp(margin - d, rows.negative, axis=1)   # r_i, and whether N(i) is empty
+
+  if problem.single_block and problem.axis_name is None:
+    key_stats = None   # one block holds every row: r of the keys = r of the rows, computed in the block
+  else:
+    (row_lse, row_has), _, _ = problem.map(
+        lambda rows, extras, consts: (row_statistics(rows, jax.lax.stop_gradient(rows.matrix)),
+                                      jnp.zeros((), rows.matrix.dtype)))
+    key_stats = (problem.gather(jax.lax.stop_gradient(row_lse)), problem.gather(row_has))
+
+  def block(rows):
+    d = jax.lax.stop_gradient(rows.matrix)
+    if key_stats is None:
+      row_lse, row_has = row_statistics(rows, d)
+      key_lse, key_has = row_lse, row_has
+    else:
+      key_lse, key_has = key_stats
+      row_lse, row_has = key_lse[rows.rows], key_has[rows.rows]
+    has_neg = row_has[:, None] | key_has[None, :]
+    row_part = jnp.where(row_has, row_lse, -jnp.inf)[:, None]
+    neg_lse = jnp.where(has_neg, jnp.logaddexp(row_part, jnp.where(key_has, key_lse, -jnp.inf)[None, :]), 0.0)
+    active = rows.positive & has_neg
+    hinge = jax.nn.relu(jnp.where(active, neg_lse + d, 0.0))       # 0 off the active pairs
+    z = 2.0 * hinge
+    row_grad = jnp.sum(jnp.where(active, z * jnp.exp(row_part - neg_lse), 0.0), axis=1)   # g_i
+    safe_lse = jnp.where(row_has, row_lse, 0.0)[:, None]
+    neg_weight = jnp.where(rows.negative, jnp.exp(jnp.where(rows.negative, margin - d - safe_lse, -jnp.inf)), 0.0)
+    coef = z - 2.0 * neg_weight * row_grad[:, None]
+    return jnp.sum(jnp.square(hinge)), coef, jnp.sum(rows.positive).astype(d.dtype)
+
+  total, counts, alarm = problem.map_linear(block)
+  total, num_pos = problem.psum(total), problem.sum_blocks(counts)
   return total / (2.0 * jnp.maximum(num_pos, 1)) + alarm + problem.alarm
 
 

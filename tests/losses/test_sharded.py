@@ -304,17 +304,20 @@ def test_blocks_with_saved_row_statistics_equal_the_unblocked_loss(name):
     _close(g, g0, f"block_size={block_size}: gradient", atol=2e-6 * max(1.0, float(np.abs(g0).max())))
 
 
-def test_triplet_blocks_form_their_gradient_in_the_forward_pass():
-  """`PairProblem.map_linear`: the blocks of `triplet` and `gpw_triplet` (`normalize="none"`) are not rematerialized
-  (no `remat` in the gradient's jaxpr; `multi_similarity`'s blocks are, which shows the check can fail) and give the
-  unblocked value and gradient (the sharded cases above cover them with blocks and devices together)."""
+def test_explicit_gradient_blocks_are_not_rematerialized():
+  """`PairProblem.map_linear`: the blocks of `triplet`, `gpw_triplet` (`normalize="none"`) and `lifted_structure` (its
+  symmetric form, `lifted._lifted_symmetric`) are not rematerialized (no `remat` in the gradient's jaxpr;
+  `multi_similarity`'s blocks are, which shows the check can fail) and give the unblocked value and gradient (the
+  sharded cases above cover them with blocks and devices together)."""
   rng = np.random.default_rng(4)
   e = jnp.asarray(rng.normal(size=(64, 8)) / np.sqrt(8), jnp.float32)
   y = jnp.asarray(np.arange(64) % 16, jnp.int32)
-  for name, rematerialized in (("triplet", False), ("gpw_triplet", False), ("multi_similarity", True)):
+  for name, rematerialized in (("triplet", False), ("gpw_triplet", False), ("lifted_structure", False),
+                               ("multi_similarity", True)):
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda e: losses.get(name)(e, y, block_size=16)))(e))
     assert ("remat" in jaxpr) == rematerialized, name
-  for name, hparams in (("triplet", {"mining": "semihard"}), ("gpw_triplet", {"weighting": "power", "p": 2.0})):
+  for name, hparams in (("triplet", {"mining": "semihard"}), ("gpw_triplet", {"weighting": "power", "p": 2.0}),
+                        ("lifted_structure", {"distance": "cosine"})):
     fn = functools.partial(losses.get(name), **hparams)
     v0, g0 = jax.value_and_grad(lambda e: fn(e, y))(e)
     v, g = jax.jit(jax.value_and_grad(lambda e: fn(e, y, block_size=24)))(e)
