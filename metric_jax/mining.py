@@ -272,24 +272,80 @@ def max_positives(window: TripletWindow):
   return jnp.max(jnp.sum(window.positive, axis=1), initial=0)
 
 
-def positive_slots(positive, num_slots: int):
+class Candidates(NamedTuple):
+  """Per anchor, a few keys in key order that include all of its positives when `complete` (`label_candidates`).
+
+  index: `[B, C]` int32 key indices; in_run: `[B, C]` whether the entry is a candidate; complete: scalar bool.
+  """
+  index: jnp.ndarray
+  in_run: jnp.ndarray
+  complete: jnp.ndarray
+
+
+def label_candidates(query_labels, key_labels, query_valid, num_candidates: int) -> Candidates:
+  """The keys that share each query's class label, from one sort of the key labels (`O(M log M + B C)`).
+
+  The keys sorted by label (stable: key order within a class) form one run per class; query b's candidates are the
+  first `C = num_candidates` keys of its class's run. They hold every positive of the query (same label; padded keys
+  and the query itself are among them and are masked later by the positive mask) when the run has at most C keys:
+  `complete` says whether that holds for every valid query.
+
+  Args:
+    query_labels: integer `[B]` class labels (not multi-hot).
+    key_labels: integer `[M]`.
+    query_valid: boolean `[B]`.
+    num_candidates: `C`, a static positive int.
+  """
+  num_keys = key_labels.shape[0]
+  order = jnp.argsort(key_labels, stable=True).astype(jnp.int32)
+  sorted_labels = key_labels[order]
+  start = jnp.searchsorted(sorted_labels, query_labels, side="left")
+  stop = jnp.searchsorted(sorted_labels, query_labels, side="right")
+  position = start[:, None] + jnp.arange(num_candidates)[None, :]
+  in_run = position < stop[:, None]
+  index = jnp.where(in_run, order[jnp.minimum(position, num_keys - 1)], 0)
+  complete = jnp.all(~query_valid | (stop - start <= num_candidates))
+  return Candidates(index, in_run, complete)
+
+
+def positive_slots(positive, num_slots: int, candidates: Candidates = None):
   """Key indices of each anchor's first `num_slots` positives, in key order, without sorting the row.
 
-  `lax.top_k` of `-key_index` over the positives (`O(M log S)` per row, `-inf` elsewhere). Positives beyond the first
-  `num_slots` are dropped (callers check `max_positives(window) <= num_slots` first). `S = min(num_slots, M)`.
+  `lax.top_k` of `-key_index` over the positives (`O(M log S)` per row, `-inf` elsewhere). With `candidates` that are
+  `complete` (`label_candidates`: a superset of every anchor's positives, in key order), the positives are read from
+  them instead (`O(B C)`: a gather of the mask at the candidates and a stable sort of `C` flags per anchor; the same
+  result). Positives beyond the first `num_slots` are dropped (callers check `max_positives(window) <= num_slots`
+  first). `S = min(num_slots, M)`.
 
   Args:
     positive: `[B, M]` boolean mask.
     num_slots: a static positive int.
+    candidates: optional `Candidates` with at least `num_slots` columns.
 
   Returns:
     `(index, valid)`: `[B, S]` int32 key indices (0 in empty slots) and `[B, S]` booleans.
   """
   num_keys = positive.shape[1]
-  keys = jnp.where(positive, -jnp.arange(num_keys, dtype=jnp.float32)[None, :], -jnp.inf)
-  top, index = jax.lax.top_k(keys, min(num_slots, num_keys))
-  valid = top > -jnp.inf
-  return jnp.where(valid, index, 0).astype(jnp.int32), valid
+  slots = min(num_slots, num_keys)
+
+  def by_top_k(positive):
+    keys = jnp.where(positive, -jnp.arange(num_keys, dtype=jnp.float32)[None, :], -jnp.inf)
+    top, index = jax.lax.top_k(keys, slots)
+    valid = top > -jnp.inf
+    return jnp.where(valid, index, 0).astype(jnp.int32), valid
+
+  if candidates is None:
+    return by_top_k(positive)
+  if candidates.index.shape[1] < slots:
+    raise ValueError(f"`candidates` has {candidates.index.shape[1]} columns, fewer than the {slots} slots.")
+
+  def by_candidates(positive):
+    valid = candidates.in_run & jnp.take_along_axis(positive, candidates.index, axis=1)
+    first = jnp.argsort(~valid, axis=1, stable=True)[:, :slots]    # the positives first, in key order
+    valid = jnp.take_along_axis(valid, first, axis=1)
+    return jnp.where(valid, jnp.take_along_axis(candidates.index, first, axis=1), 0).astype(jnp.int32), valid
+
+  return jax.lax.cond(candidates.complete, by_candidates, by_top_k, positive)
 
 
 def scan_slots(slot_pass, init, columns, filled, *, unroll: int = 2):
@@ -308,7 +364,7 @@ def scan_slots(slot_pass, init, columns, filled, *, unroll: int = 2):
   return jax.lax.scan(one_slot, init, (columns, filled), unroll=unroll)
 
 
-def slot_triplets(distance, window: TripletWindow, num_slots: int) -> SlotTriplets:
+def slot_triplets(distance, window: TripletWindow, num_slots: int, candidates: Candidates = None) -> SlotTriplets:
   """Dense `[B, S, M]` layout of a window's triplets: anchor x positive slot x key.
 
   Exact when every anchor has at most `num_slots` selected positives (`max_positives(window) <= num_slots`), as in
@@ -319,12 +375,13 @@ def slot_triplets(distance, window: TripletWindow, num_slots: int) -> SlotTriple
     distance: `[B, M]` anchor-to-key distances.
     window: a `TripletWindow`.
     num_slots: `S`, a static positive int.
+    candidates: optional `Candidates` for `positive_slots`.
 
   Returns:
     A `SlotTriplets`.
   """
   d = jax.lax.stop_gradient(_checks.check_matrix(distance, "distance"))
-  index, valid = positive_slots(window.positive, num_slots)
+  index, valid = positive_slots(window.positive, num_slots, candidates)
   lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
   upper = jnp.take_along_axis(jax.lax.stop_gradient(window.upper), index, axis=1)
   inside = (valid[:, :, None] & window.negative[:, None, :] & (d[:, None, :] > lower[:, :, None])
@@ -380,5 +437,6 @@ __all__ = [
     "multi_similarity_pairs",
     "triplet_margin_pairs", "semihard_pairs", "all_triplets", "triplet_margin_triplets", "semihard_triplets",
     "batch_hard_triplets", "restrict", "window_sums", "triplet_mask", "mine_pairs", "mine_triplets", "SlotTriplets",
-    "check_num_slots", "max_positives", "positive_slots", "scan_slots", "slot_triplets",
+    "check_num_slots", "max_positives", "Candidates", "label_candidates", "positive_slots", "scan_slots",
+    "slot_triplets",
 ]

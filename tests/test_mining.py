@@ -173,6 +173,38 @@ def test_positive_slots_hold_each_rows_first_positives_in_key_order():
                                                       jnp.asarray(~pos)))) == 2
 
 
+def test_label_candidates_give_the_top_k_positive_slots_and_fall_back_when_a_class_is_too_large():
+  """`label_candidates` (one sort of the key labels) hold every positive of each query in key order: the slots read
+  from them equal `lax.top_k`'s, for shuffled labels, padded keys and queries, a subset of the positives (a mined
+  window) and rectangular keys; a class with more keys than candidates makes them incomplete, and the slots then come
+  from `top_k` (still exact)."""
+  rng = np.random.default_rng(7)
+  labels = rng.permutation(np.repeat(np.arange(6), 4))                  # 24 keys, 4 per class, shuffled
+  key_valid = rng.random(24) > 0.2
+  query_valid = rng.random(24) > 0.2
+  masks = labels_lib.pair_masks(jnp.asarray(labels), query_valid=jnp.asarray(query_valid),
+                                key_valid=jnp.asarray(key_valid))
+  subset = masks.positive & jnp.asarray(rng.random((24, 24)) > 0.4)      # like a mined window's positives
+  for positive in (masks.positive, subset):
+    for num_candidates, complete in ((4, True), (5, True), (3, False)):
+      candidates = mining.label_candidates(jnp.asarray(labels), jnp.asarray(labels), jnp.asarray(query_valid),
+                                           num_candidates)
+      assert bool(candidates.complete) == complete
+      for num_slots in (1, 3):
+        expected = mining.positive_slots(positive, num_slots)
+        got = jax.jit(mining.positive_slots, static_argnums=1)(positive, num_slots, candidates)
+        for e, g in zip(expected, got):
+          np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+  # Queries that are not keys (rectangular): a query class absent from the keys has no candidate.
+  queries = np.array([0, 5, 9])
+  candidates = mining.label_candidates(jnp.asarray(queries), jnp.asarray(labels), jnp.ones(3, bool), 4)
+  for q, row, run in zip(queries, np.asarray(candidates.index), np.asarray(candidates.in_run)):
+    assert list(row[run]) == list(np.nonzero(labels == q)[0])
+  with pytest.raises(ValueError, match="candidates"):
+    mining.positive_slots(masks.positive, 3, mining.label_candidates(jnp.asarray(labels), jnp.asarray(labels),
+                                                                    jnp.asarray(query_valid), 2))
+
+
 @pytest.mark.parametrize("name", ["none", "semihard", "triplet_margin"])
 def test_slot_triplets_are_the_materialized_triplets_of_each_slot(name):
   d, pos, neg, _ = _setup(3)

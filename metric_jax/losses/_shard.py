@@ -40,7 +40,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks, labels as _labels
+from metric_jax import _checks, labels as _labels, mining as _mining
 from metric_jax.losses import _finite
 
 
@@ -296,6 +296,13 @@ class PairProblem:
       matrix = self._block_matrix(inputs, start)
     rows = self.row_offset + start + jnp.arange(q_valid.shape[0])
     return PairBlock(matrix, masks.positive, masks.negative, masks.valid, q_valid, q_labels, rows)
+
+  def label_candidates(self, block: PairBlock, num_candidates: int):
+    """`mining.label_candidates` of a block's queries over the keys (a superset of each query's positives, for
+    `mining.positive_slots`), or None for multi-hot labels or `num_candidates` 0."""
+    if not num_candidates or _labels.is_multi_hot(self.key_labels):
+      return None
+    return _mining.label_candidates(block.query_labels, self.key_labels, block.query_valid, num_candidates)
 
   def map(self, fn: Callable, extras=None, consts=()):
     """Runs `fn(block: PairBlock, extras_block, consts) -> (row_out, block_out)` over the blocks of query rows.

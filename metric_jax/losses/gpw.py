@@ -274,13 +274,14 @@ def _tiled_triplet_stats(d, window, margin, weighting, p, alpha, batch_size: int
                      batch_size=batch_size)
 
 
-def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) -> _Stats:
+def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int, candidates=None) -> _Stats:
   """Per-anchor `_Stats` over the dense `[B, S, M]` positive-slot layout (`mining.slot_triplets`): no sort, `O(B S M)`,
-  any weighting. Exact when no anchor has more than `num_slots` selected positives."""
+  any weighting. Exact when no anchor has more than `num_slots` selected positives. `candidates`: optional
+  `mining.label_candidates` for `mining.positive_slots`."""
   if weighting == "constant":
     # sum_{s,n} (D_as + m - D_an) = sum_s c_as (D_as + m) - sum_n c_an D_an with counts c_as = #n, c_an = #s, taken
     # slot by slot as `[B, M]` passes (a `scan`: on CPU, XLA runs `S` fused row reductions far slower than a loop).
-    index, valid = _mining.positive_slots(window.positive, num_slots)
+    index, valid = _mining.positive_slots(window.positive, num_slots, candidates)
     d_ap = jnp.take_along_axis(d, index, axis=1)                                  # [B, S]
     ds = jax.lax.stop_gradient(d)
     lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
@@ -297,7 +298,7 @@ def _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots: int) 
     sum_x = jnp.sum(per_positive * (d_ap + margin), axis=1) - jnp.sum(per_negative * d, axis=1)
     zeros = jnp.zeros_like(d[:, 0])
     return _Stats(jnp.sum(per_positive, axis=1), sum_x, zeros, zeros, jnp.full_like(zeros, -jnp.inf))
-  slots = _mining.slot_triplets(d, window, num_slots)
+  slots = _mining.slot_triplets(d, window, num_slots, candidates)
   d_ap = jnp.take_along_axis(d, slots.index, axis=1)                              # [B, S]
   x = d_ap[:, :, None] - d[:, None, :] + margin                                    # [B, S, M]
   batch = d.shape[0]
@@ -426,7 +427,8 @@ def _gpw_triplet(problem, *, margin=0.2, mining="none", pos_threshold=0.0, neg_t
     scale = 1.0 / (p + 1.0) if weighting == "power" else 1.0
 
     def linear_block(rows):
-      stats, (grad,) = _triplet_stats_and_row_gradients(rows.matrix, rows.positive, rows.negative, **options)
+      stats, (grad,) = _triplet_stats_and_row_gradients(rows.matrix, rows.positive, rows.negative, **options,
+                                                          candidates=problem.label_candidates(rows, num_slots + 1))
       return scale * jnp.sum(getattr(stats, field)), scale * grad, jnp.sum(stats.count)
 
     total, counts, alarm = problem.map_linear(linear_block)
@@ -434,7 +436,8 @@ def _gpw_triplet(problem, *, margin=0.2, mining="none", pos_threshold=0.0, neg_t
     return _reduce(total, reduction, num_selected, problem.num_valid_queries()) + alarm + problem.alarm
 
   def block(rows, extras, consts):
-    return _triplet_stats(rows.matrix, rows.positive, rows.negative, **options), None
+    candidates = problem.label_candidates(rows, num_slots + 1 if num_slots else 0)
+    return _triplet_stats(rows.matrix, rows.positive, rows.negative, **options, candidates=candidates), None
 
   stats, _, alarm = problem.map(block)
   total = _potential(stats, weighting, normalize, p, alpha, normalize_offset, problem.axis_name)
@@ -456,9 +459,9 @@ def _triplet_window(d, positive, negative, *, margin, mining, pos_threshold, neg
 
 
 def _triplet_stats(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon, weighting, p,
-                   alpha, normalize, hinge, method, num_slots) -> _Stats:
+                   alpha, normalize, hinge, method, num_slots, candidates=None) -> _Stats:
   """Per-anchor `_Stats` of the selected triplets of the rows of a sanitized distance matrix (each anchor's from its
-  own row only)."""
+  own row only); `candidates`: optional `mining.label_candidates` of the rows (for the slot layout)."""
   options = dict(margin=margin, mining=mining, pos_threshold=pos_threshold, neg_threshold=neg_threshold,
                  epsilon=epsilon, weighting=weighting, p=p, alpha=alpha, hinge=hinge, method=method)
   if method == "auto" and num_slots:
@@ -468,7 +471,7 @@ def _triplet_stats(d, positive, negative, *, margin, mining, pos_threshold, neg_
     # keeps no residuals of the branch it did not take (first derivatives only, as the `triplet` loss).
     ds = jax.lax.stop_gradient(d)
     stats, row_grads = _triplet_stats_and_row_gradients(d, positive, negative, normalize=normalize,
-                                                        num_slots=num_slots, **options)
+                                                        num_slots=num_slots, candidates=candidates, **options)
     return stats._replace(**{field: getattr(stats, field) + jnp.sum(grad * (d - ds), axis=1)
                              for field, grad in zip(_differentiable_fields(weighting, normalize), row_grads)})
   _, general = _triplet_window(d, positive, negative, **options)
@@ -476,9 +479,10 @@ def _triplet_stats(d, positive, negative, *, margin, mining, pos_threshold, neg_
 
 
 def _triplet_stats_and_row_gradients(d, positive, negative, *, margin, mining, pos_threshold, neg_threshold, epsilon,
-                                     weighting, p, alpha, normalize, hinge, method, num_slots):
+                                     weighting, p, alpha, normalize, hinge, method, num_slots, candidates=None):
   """The per-anchor `_Stats` (positive slots when every anchor fits, else `general`) without gradient, and the
-  `[B, M]` row gradients of its differentiable fields (`_differentiable_fields`)."""
+  `[B, M]` row gradients of its differentiable fields (`_differentiable_fields`); `candidates` as in
+  `_triplet_stats`."""
   ds = jax.lax.stop_gradient(d)
   window, general = _triplet_window(ds, positive, negative, margin=margin, mining=mining,
                                     pos_threshold=pos_threshold, neg_threshold=neg_threshold, epsilon=epsilon,
@@ -486,7 +490,8 @@ def _triplet_stats_and_row_gradients(d, positive, negative, *, margin, mining, p
   fields = _differentiable_fields(weighting, normalize)
   return jax.lax.cond(
       _mining.max_positives(window) <= num_slots,
-      _with_row_gradients(lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots), fields),
+      _with_row_gradients(lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots,
+                                                        candidates), fields),
       _with_row_gradients(general, fields), ds)
 
 

@@ -106,8 +106,9 @@ def _triplet(problem, margin, mining, soft, reduction, positive_slots):
   num_slots = _check_triplet(margin, mining, soft, reduction, positive_slots)
 
   def block(rows):
+    candidates = problem.label_candidates(rows, num_slots + 1 if num_slots and mining != "hard" else 0)
     total, num_nonzero, num_selected, coef = _triplet_sums(rows.matrix, rows.positive, rows.negative, margin, mining,
-                                                           soft, reduction, num_slots)
+                                                           soft, reduction, num_slots, candidates)
     return total, coef, tuple(jnp.asarray(x, rows.matrix.dtype) for x in (num_nonzero, num_selected))
 
   total, counts, alarm = problem.map_linear(block)
@@ -121,12 +122,13 @@ def _triplet(problem, margin, mining, soft, reduction, positive_slots):
   return _safe_divide(total, num_nonzero) + alarm
 
 
-def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, num_slots: int):
+def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, num_slots: int, candidates=None):
   """`(sum of losses, number of triplets with loss > 0, number of selected triplets, dL/dD)` of the anchors (rows) of
   a sanitized distance matrix and its positive / negative masks, all without gradient (the caller reattaches `dL/dD`,
   `[B, M]`); each anchor's terms depend on its own row only.
 
-  For `"hard"` the selected "triplets" are the anchors that have one.
+  For `"hard"` the selected "triplets" are the anchors that have one. `candidates`: optional
+  `mining.label_candidates` of the rows, which spare the slot layout its per-row search for the positives.
   """
   ds = jax.lax.stop_gradient(d)
   if mining == "hard":
@@ -160,7 +162,8 @@ def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, 
   # and the backward pass is one `[B, M]` product (blocks: none at all, the gradient is formed in the forward pass).
   if num_slots:
     return jax.lax.cond(_mining.max_positives(window) <= num_slots,
-                        lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected), general, ds)
+                        lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected, candidates),
+                        general, ds)
   return general(ds)
 
 
@@ -184,7 +187,8 @@ def _split(totals):
   return total, (jax.lax.stop_gradient(num_nonzero), jax.lax.stop_gradient(num_selected))
 
 
-def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots: int, need_selected: bool):
+def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots: int, need_selected: bool,
+                 candidates=None):
   """`(sum of losses, number of triplets with loss > 0, number of selected triplets, dL/dD)` over the positive-slot
   layout (`mining.slot_triplets`'s `[B, S, M]` triplets), evaluated as `S` passes of `[B, M]` operations (no `[B, S, M]`
   intermediate, no sort). Exact when no anchor has more than `num_slots` selected positives. `d` carries no gradient;
@@ -194,7 +198,7 @@ def _slot_totals(d, window: _mining.TripletWindow, margin, soft: bool, num_slots
     soft:   L = sum_{a,s,n} softplus(x_asn),  x_asn = D_as + m - D_an,  dL/dD_as = sum_n sigmoid(x_asn),
             dL/dD_an = -sum_s sigmoid(x_asn)   (sums over selected triplets; v_asn = selected and x_asn > 0)
   """
-  index, valid = _mining.positive_slots(window.positive, num_slots)
+  index, valid = _mining.positive_slots(window.positive, num_slots, candidates)
   d_ap = jnp.take_along_axis(d, index, axis=1)                                    # [B, S]
   lower = jnp.take_along_axis(jax.lax.stop_gradient(window.lower), index, axis=1)
   upper = jnp.where(valid, jnp.take_along_axis(jax.lax.stop_gradient(window.upper), index, axis=1), -jnp.inf)
