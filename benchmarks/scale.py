@@ -70,19 +70,21 @@ TIME_CAUSE = (
     " 512 per entry. Blocks add"
     " the rematerialization: each block's forward pass runs again in the backward pass (`jax.checkpoint` in"
     " `metric_jax/losses/_shard.py`; only the per-row statistics are kept), so the `[block, G]` passes that the"
-    " backward needs are paid twice (not for `triplet` and `gpw_triplet` with `normalize=\"none\"`, whose blocks"
-    " form their gradient in the forward pass, `PairProblem.map_linear`).")
+    " backward needs are paid twice (not for `triplet`, `gpw_triplet` with `normalize=\"none\"` and"
+    " `lifted_structure`, whose blocks form their gradient in the forward pass, `PairProblem.map_linear`).")
 BLOCKED_CAUSES = {
     "triplet": "all triplets of a PK batch (K - 1 = 3 positives per anchor) are summed in the sort-free layout:"
                " one pass over the `[block, G]` rows per positive slot (3), each several elementwise operations and"
-               " row sums, after the per-row positive slots and window bounds are found, then the distance's"
-               " VJP (`triplet._slot_totals`, `mining.scan_slots`; unblocked it is above 3x the floor too).",
+               " row sums, after the window bounds are found (the positive slots come from one sort of the labels,"
+               " `mining.label_candidates`), then the distance's VJP (`triplet._slot_totals`, `mining.scan_slots`).",
     "gpw_triplet": "the same 3 positive-slot passes as `triplet`, for each GPW statistic, then the distance's VJP"
-                   " (`gpw._triplet_stats_and_row_gradients`; unblocked it is above 3x the floor too).",
-    "lifted_structure": "two passes over the blocks: the column log-sum-exps `Σ_{l∈N(j)} exp(α − D_lj)` are global"
-                        " statistics that every pair term needs, so a first pass computes them and a second the"
-                        " pair terms (`lifted._lifted_structure`); with rematerialization each block's distances"
-                        " are built four times, and exp / logaddexp run on every pair twice.",
+                   " (`gpw._triplet_stats_and_row_gradients`).",
+    "lifted_structure": "two passes over the blocks: the row log-sum-exps `r_i = log Σ_{k∈N(i)} exp(α − D_ik)` of"
+                        " every sample are global statistics that every pair term needs (as its column side), so a"
+                        " first pass computes them and a second the pair terms and the gradient"
+                        " (`lifted._lifted_symmetric`): each block's distances are built twice, and exp runs on"
+                        " every pair three times (the row sums, the pair's log-add-exp and its weight, the"
+                        " negatives' gradient weights).",
     "multi_similarity": "ε-mining (row min over the positives, row max over the negatives) before two masked"
                         " log-sum-exps (a max pass and an exp-sum pass each): several passes over each"
                         " `[block, G]` block, whose exponentials the backward recomputes, against one hinge per pair for"
