@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metric_jax import _checks
+from metric_jax import _checks, mining as _mining
 from metric_jax.losses import _lse, _metric, _shard
 from metric_jax.losses._registry import register
 
@@ -57,6 +57,10 @@ def lifted_structure_loss(matrix, query_labels, key_labels=None, *, query_valid=
   problem = _shard.from_matrix(matrix, query_labels, key_labels, query_valid, key_valid, self_offset,
                                axis_name=axis_name, block_size=block_size)
   return _lifted_structure(problem, margin)
+
+
+# Positive pairs per row evaluated in the compact slot layout of `_lifted_symmetric` (PK batches up to 9 per class).
+_POSITIVE_SLOTS = 8
 
 
 def _lifted_structure(problem, margin):
@@ -131,17 +135,37 @@ def _lifted_symmetric(problem, margin):
     else:
       key_lse, key_has = key_stats
       row_lse, row_has = key_lse[rows.rows], key_has[rows.rows]
-    has_neg = row_has[:, None] | key_has[None, :]
     row_part = jnp.where(row_has, row_lse, -jnp.inf)[:, None]
-    neg_lse = jnp.where(has_neg, jnp.logaddexp(row_part, jnp.where(key_has, key_lse, -jnp.inf)[None, :]), 0.0)
-    active = rows.positive & has_neg
-    hinge = jax.nn.relu(jnp.where(active, neg_lse + d, 0.0))       # 0 off the active pairs
-    z = 2.0 * hinge
-    row_grad = jnp.sum(jnp.where(active, z * jnp.exp(row_part - neg_lse), 0.0), axis=1)   # g_i
+
+    def pair_terms(d_pair, pair, pair_lse, pair_has):
+      """`(Σ [J]₊², z, g)` over `[blk, X]` pairs (`pair` masks the positive ones) with their keys' `r`."""
+      has_neg = row_has[:, None] | pair_has
+      neg_lse = jnp.where(has_neg, jnp.logaddexp(row_part, jnp.where(pair_has, pair_lse, -jnp.inf)), 0.0)
+      active = pair & has_neg
+      hinge = jax.nn.relu(jnp.where(active, neg_lse + d_pair, 0.0))      # 0 off the active pairs
+      z = 2.0 * hinge
+      row_grad = jnp.sum(jnp.where(active, z * jnp.exp(row_part - neg_lse), 0.0), axis=1)   # g_i
+      return jnp.sum(jnp.square(hinge)), z, row_grad
+
+    def every_pair(d):    # the pair terms on all `[blk, M]` entries
+      total, z, row_grad = pair_terms(d, rows.positive, key_lse[None, :], key_has[None, :])
+      return total, z, row_grad
+
+    def positive_slots(d):   # only on each row's positives (PK batches): `[blk, S]` entries, then scattered
+      index, valid = _mining.positive_slots(rows.positive, _POSITIVE_SLOTS, candidates)
+      total, z, row_grad = pair_terms(jnp.take_along_axis(d, index, axis=1), valid, key_lse[index], key_has[index])
+      z = jnp.zeros_like(d).at[jnp.arange(d.shape[0])[:, None], index].add(jnp.where(valid, z, 0.0))
+      return total, z, row_grad
+
+    candidates = problem.label_candidates(rows, _POSITIVE_SLOTS + 1)
+    if candidates is None:
+      total, z, row_grad = every_pair(d)
+    else:
+      total, z, row_grad = jax.lax.cond(candidates.complete, positive_slots, every_pair, d)
     safe_lse = jnp.where(row_has, row_lse, 0.0)[:, None]
     neg_weight = jnp.where(rows.negative, jnp.exp(jnp.where(rows.negative, margin - d - safe_lse, -jnp.inf)), 0.0)
     coef = z - 2.0 * neg_weight * row_grad[:, None]
-    return jnp.sum(jnp.square(hinge)), coef, jnp.sum(rows.positive).astype(d.dtype)
+    return total, coef, jnp.sum(rows.positive).astype(d.dtype)
 
   total, counts, alarm = problem.map_linear(block)
   total, num_pos = problem.psum(total), problem.sum_blocks(counts)

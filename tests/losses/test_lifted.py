@@ -24,7 +24,7 @@ from jax import test_util as jtu
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 
-from metric_jax import losses
+from metric_jax import losses, pairwise
 from metric_jax.losses import lifted
 
 # x = (0, 1, 3, 3.5), labels (0, 0, 1, 1): D01 = 1, D02 = 3, D03 = 3.5, D12 = 2, D13 = 2.5, D23 = 0.5.
@@ -142,6 +142,33 @@ def test_rectangular_lifted_uses_the_key_columns_negatives():
   expected = (j00 ** 2 + j11 ** 2 + j12 ** 2) / (2 * 3)
   value = lifted.lifted_structure_loss(d, query_labels, key_labels, self_offset=None)
   np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["pk", "large_classes", "multi_hot"])
+def test_symmetric_form_equals_the_two_pass_matrix_form(kind):
+  """`lifted_structure` without memory (`_lifted_symmetric`: row sums as column sums, its gradient formed explicitly,
+  with the column term moved to the transposed entry) equals the general two-pass matrix form on the same distances,
+  value and gradient (float64), unblocked and blocked, with padded rows: PK labels (the pair terms on each row's
+  positive slots), classes larger than the slots (on every pair) and multi-hot labels (no label candidates)."""
+  rng = np.random.default_rng(11)
+  num = 30
+  if kind == "pk":
+    labels = rng.permutation(np.repeat(np.arange(10), 3)).astype(np.int32)
+  elif kind == "large_classes":
+    labels = rng.permutation(np.repeat(np.arange(2), 15)).astype(np.int32)      # 14 positives per anchor
+  else:
+    labels = (rng.random((num, 4)) < 0.3).astype(np.int32)
+  valid = np.arange(num) < 27
+  with jax.enable_x64(True):
+    embeddings = jnp.asarray(rng.normal(size=(num, 5)) * 0.5)
+    reference = jax.value_and_grad(lambda e: lifted.lifted_structure_loss(
+        pairwise.euclidean(e), labels, query_valid=valid, margin=1.5))(embeddings)
+    assert float(reference[0]) > 0
+    for block_size in (None, 8):
+      value, grad = jax.jit(jax.value_and_grad(lambda e: losses.get("lifted_structure")(
+          e, labels, valid=valid, margin=1.5, block_size=block_size)))(embeddings)
+      np.testing.assert_allclose(value, reference[0], rtol=1e-10)
+      np.testing.assert_allclose(grad, reference[1], rtol=1e-8, atol=1e-12)
 
 
 def test_bad_margin_names_the_argument():
