@@ -267,9 +267,22 @@ def check_num_slots(num_slots, name: str = "positive_slots"):
   return num_slots
 
 
-def max_positives(window: TripletWindow):
-  """Scalar: the largest number of selected positives of any anchor (`max_a sum_p positive[a, p]`)."""
-  return jnp.max(jnp.sum(window.positive, axis=1), initial=0)
+def max_positives(window: TripletWindow, candidates: Candidates = None):
+  """Scalar: the largest number of selected positives of any anchor (`max_a sum_p positive[a, p]`).
+
+  With `candidates` that are `complete` (`label_candidates`), the positives are counted at the candidates only (`[B, C]`
+  instead of a pass over `[B, M]`; the same count).
+  """
+  def over_rows(positive):
+    return jnp.max(jnp.sum(positive, axis=1), initial=0).astype(jnp.int32)
+
+  if candidates is None:
+    return over_rows(window.positive)
+
+  def at_candidates(positive):
+    return over_rows(candidates.in_run & jnp.take_along_axis(positive, candidates.index, axis=1))
+
+  return jax.lax.cond(candidates.complete, at_candidates, over_rows, window.positive)
 
 
 class Candidates(NamedTuple):

@@ -175,9 +175,9 @@ def test_positive_slots_hold_each_rows_first_positives_in_key_order():
 
 def test_label_candidates_give_the_top_k_positive_slots_and_fall_back_when_a_class_is_too_large():
   """`label_candidates` (one sort of the key labels) hold every positive of each query in key order: the slots read
-  from them equal `lax.top_k`'s, for shuffled labels, padded keys and queries, a subset of the positives (a mined
-  window) and rectangular keys; a class with more keys than candidates makes them incomplete, and the slots then come
-  from `top_k` (still exact)."""
+  from them equal `lax.top_k`'s and the positive counts `max_positives`' over the rows, for shuffled labels, padded
+  keys and queries, a subset of the positives (a mined window) and rectangular keys; a class with more keys than
+  candidates makes them incomplete, and the slots then come from `top_k` (still exact)."""
   rng = np.random.default_rng(7)
   labels = rng.permutation(np.repeat(np.arange(6), 4))                  # 24 keys, 4 per class, shuffled
   key_valid = rng.random(24) > 0.2
@@ -190,6 +190,8 @@ def test_label_candidates_give_the_top_k_positive_slots_and_fall_back_when_a_cla
       candidates = mining.label_candidates(jnp.asarray(labels), jnp.asarray(labels), jnp.asarray(query_valid),
                                            num_candidates)
       assert bool(candidates.complete) == complete
+      window = mining.TripletWindow(positive, masks.negative, jnp.zeros((24, 24)), jnp.ones((24, 24)))
+      assert int(jax.jit(mining.max_positives)(window, candidates)) == int(mining.max_positives(window))
       for num_slots in (1, 3):
         expected = mining.positive_slots(positive, num_slots)
         got = jax.jit(mining.positive_slots, static_argnums=1)(positive, num_slots, candidates)

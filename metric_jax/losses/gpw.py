@@ -489,7 +489,7 @@ def _triplet_stats_and_row_gradients(d, positive, negative, *, margin, mining, p
                                     weighting=weighting, p=p, alpha=alpha, hinge=hinge, method=method)
   fields = _differentiable_fields(weighting, normalize)
   return jax.lax.cond(
-      _mining.max_positives(window) <= num_slots,
+      _mining.max_positives(window, candidates) <= num_slots,
       _with_row_gradients(lambda d: _slot_triplet_stats(d, window, margin, weighting, p, alpha, num_slots,
                                                         candidates), fields),
       _with_row_gradients(general, fields), ds)

@@ -161,7 +161,7 @@ def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, 
   # without gradient; `PairProblem.map_linear` reattaches it (value unchanged): the `cond` then keeps no residuals,
   # and the backward pass is one `[B, M]` product (blocks: none at all, the gradient is formed in the forward pass).
   if num_slots:
-    return jax.lax.cond(_mining.max_positives(window) <= num_slots,
+    return jax.lax.cond(_mining.max_positives(window, candidates) <= num_slots,
                         lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected, candidates),
                         general, ds)
   return general(ds)
