@@ -144,15 +144,17 @@ def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, 
     (coef,) = vjp(jnp.ones_like(terms))
     return jnp.sum(terms), jnp.sum(terms > 0), jnp.sum(has), coef
 
-  if mining == "all":
-    window = _mining.all_triplets(ds, pos, neg)
-  else:
-    window = _mining.semihard_triplets(ds, pos, neg, margin=margin)
+  def mine(d):   # called inside each branch of the `cond` below, so that its `[B, M]` bounds are not operands
+    if mining == "all":
+      return _mining.all_triplets(d, pos, neg)
+    return _mining.semihard_triplets(d, pos, neg, margin=margin)
 
+  window = mine(ds)
   need_selected = reduction == "mean"
 
   def general(d):
     # Value and exact gradient of the sorted / tiled evaluation (any number of positives per anchor).
+    window = mine(d)
     (total, (num_nonzero, num_selected)), coef = jax.value_and_grad(
         lambda d: _split(_window_totals(d, window, margin, soft, need_selected)), has_aux=True)(d)
     return total, num_nonzero, num_selected, coef
@@ -162,7 +164,7 @@ def _triplet_sums(d, pos, neg, margin, mining: str, soft: bool, reduction: str, 
   # and the backward pass is one `[B, M]` product (blocks: none at all, the gradient is formed in the forward pass).
   if num_slots:
     return jax.lax.cond(_mining.max_positives(window, candidates) <= num_slots,
-                        lambda d: _slot_totals(d, window, margin, soft, num_slots, need_selected, candidates),
+                        lambda d: _slot_totals(d, mine(d), margin, soft, num_slots, need_selected, candidates),
                         general, ds)
   return general(ds)
 
