@@ -267,6 +267,44 @@ def check_num_slots(num_slots, name: str = "positive_slots"):
   return num_slots
 
 
+class Candidates(NamedTuple):
+  """Per anchor, a few keys in key order that include all of its positives when `complete` (`label_candidates`).
+
+  index: `[B, C]` int32 key indices; in_run: `[B, C]` whether the entry is a candidate; complete: scalar bool.
+  """
+  index: jnp.ndarray
+  in_run: jnp.ndarray
+  complete: jnp.ndarray
+
+
+def label_candidates(query_labels, key_labels, query_valid, num_candidates: int, *, key_order=None) -> Candidates:
+  """The keys that share each query's class label, from one sort of the key labels (`O(M log M + B C)`).
+
+  The keys sorted by label (stable: key order within a class) form one run per class; query b's candidates are the
+  first `C = num_candidates` keys of its class's run. They hold every positive of the query (same label; padded keys
+  and the query itself are among them and are masked later by the positive mask) when the run has at most C keys:
+  `complete` says whether that holds for every valid query.
+
+  Args:
+    query_labels: integer `[B]` class labels (not multi-hot).
+    key_labels: integer `[M]`.
+    query_valid: boolean `[B]`.
+    num_candidates: `C`, a static positive int.
+    key_order: optional `jnp.argsort(key_labels, stable=True)`, when the caller sorts the keys once for several
+      blocks of queries.
+  """
+  num_keys = key_labels.shape[0]
+  order = (jnp.argsort(key_labels, stable=True) if key_order is None else key_order).astype(jnp.int32)
+  sorted_labels = key_labels[order]
+  start = jnp.searchsorted(sorted_labels, query_labels, side="left")
+  stop = jnp.searchsorted(sorted_labels, query_labels, side="right")
+  position = start[:, None] + jnp.arange(num_candidates)[None, :]
+  in_run = position < stop[:, None]
+  index = jnp.where(in_run, order[jnp.minimum(position, num_keys - 1)], 0)
+  complete = jnp.all(~query_valid | (stop - start <= num_candidates))
+  return Candidates(index, in_run, complete)
+
+
 def max_positives(window: TripletWindow, candidates: Candidates = None):
   """Scalar: the largest number of selected positives of any anchor (`max_a sum_p positive[a, p]`).
 
@@ -283,42 +321,6 @@ def max_positives(window: TripletWindow, candidates: Candidates = None):
     return over_rows(candidates.in_run & jnp.take_along_axis(positive, candidates.index, axis=1))
 
   return jax.lax.cond(candidates.complete, at_candidates, over_rows, window.positive)
-
-
-class Candidates(NamedTuple):
-  """Per anchor, a few keys in key order that include all of its positives when `complete` (`label_candidates`).
-
-  index: `[B, C]` int32 key indices; in_run: `[B, C]` whether the entry is a candidate; complete: scalar bool.
-  """
-  index: jnp.ndarray
-  in_run: jnp.ndarray
-  complete: jnp.ndarray
-
-
-def label_candidates(query_labels, key_labels, query_valid, num_candidates: int) -> Candidates:
-  """The keys that share each query's class label, from one sort of the key labels (`O(M log M + B C)`).
-
-  The keys sorted by label (stable: key order within a class) form one run per class; query b's candidates are the
-  first `C = num_candidates` keys of its class's run. They hold every positive of the query (same label; padded keys
-  and the query itself are among them and are masked later by the positive mask) when the run has at most C keys:
-  `complete` says whether that holds for every valid query.
-
-  Args:
-    query_labels: integer `[B]` class labels (not multi-hot).
-    key_labels: integer `[M]`.
-    query_valid: boolean `[B]`.
-    num_candidates: `C`, a static positive int.
-  """
-  num_keys = key_labels.shape[0]
-  order = jnp.argsort(key_labels, stable=True).astype(jnp.int32)
-  sorted_labels = key_labels[order]
-  start = jnp.searchsorted(sorted_labels, query_labels, side="left")
-  stop = jnp.searchsorted(sorted_labels, query_labels, side="right")
-  position = start[:, None] + jnp.arange(num_candidates)[None, :]
-  in_run = position < stop[:, None]
-  index = jnp.where(in_run, order[jnp.minimum(position, num_keys - 1)], 0)
-  complete = jnp.all(~query_valid | (stop - start <= num_candidates))
-  return Candidates(index, in_run, complete)
 
 
 def positive_slots(positive, num_slots: int, candidates: Candidates = None):
@@ -349,16 +351,23 @@ def positive_slots(positive, num_slots: int, candidates: Candidates = None):
 
   if candidates is None:
     return by_top_k(positive)
+  return jax.lax.cond(candidates.complete, lambda positive: candidate_slots(positive, num_slots, candidates),
+                      by_top_k, positive)
+
+
+def candidate_slots(positive, num_slots: int, candidates: Candidates):
+  """`positive_slots` read from `candidates` alone, for callers that already know them to be `complete`.
+
+  Returns:
+    `(index, valid)`: `[B, S]` int32 key indices (0 in empty slots) and `[B, S]` booleans, `S = min(num_slots, M)`.
+  """
+  slots = min(num_slots, positive.shape[1])
   if candidates.index.shape[1] < slots:
     raise ValueError(f"`candidates` has {candidates.index.shape[1]} columns, fewer than the {slots} slots.")
-
-  def by_candidates(positive):
-    valid = candidates.in_run & jnp.take_along_axis(positive, candidates.index, axis=1)
-    first = jnp.argsort(~valid, axis=1, stable=True)[:, :slots]    # the positives first, in key order
-    valid = jnp.take_along_axis(valid, first, axis=1)
-    return jnp.where(valid, jnp.take_along_axis(candidates.index, first, axis=1), 0).astype(jnp.int32), valid
-
-  return jax.lax.cond(candidates.complete, by_candidates, by_top_k, positive)
+  valid = candidates.in_run & jnp.take_along_axis(positive, candidates.index, axis=1)
+  first = jnp.argsort(~valid, axis=1, stable=True)[:, :slots]    # the positives first, in key order
+  valid = jnp.take_along_axis(valid, first, axis=1)
+  return jnp.where(valid, jnp.take_along_axis(candidates.index, first, axis=1), 0).astype(jnp.int32), valid
 
 
 def scan_slots(slot_pass, init, columns, filled, *, unroll: int = 2):
@@ -450,6 +459,6 @@ __all__ = [
     "multi_similarity_pairs",
     "triplet_margin_pairs", "semihard_pairs", "all_triplets", "triplet_margin_triplets", "semihard_triplets",
     "batch_hard_triplets", "restrict", "window_sums", "triplet_mask", "mine_pairs", "mine_triplets", "SlotTriplets",
-    "check_num_slots", "max_positives", "Candidates", "label_candidates", "positive_slots", "scan_slots",
-    "slot_triplets",
+    "check_num_slots", "Candidates", "label_candidates", "max_positives", "positive_slots", "candidate_slots",
+    "scan_slots", "slot_triplets",
 ]

@@ -261,6 +261,9 @@ class PairProblem:
     # use a row's statistics as the same sample's column statistics, and move a gradient term from entry (i, k) to
     # entry (k, i), since `d matrix_ik / d embeddings = d matrix_ki / d embeddings` (`lifted._lifted_symmetric`).
     self.symmetric = symmetric
+    # The keys sorted by class label once for all blocks (`label_candidates`); None for multi-hot labels. Unused, it
+    # costs nothing under `jit` (dead code).
+    self._key_order = None if _labels.is_multi_hot(key_labels) else jnp.argsort(key_labels, stable=True)
 
   @property
   def single_block(self) -> bool:
@@ -300,9 +303,10 @@ class PairProblem:
   def label_candidates(self, block: PairBlock, num_candidates: int):
     """`mining.label_candidates` of a block's queries over the keys (a superset of each query's positives, for
     `mining.positive_slots`), or None for multi-hot labels or `num_candidates` 0."""
-    if not num_candidates or _labels.is_multi_hot(self.key_labels):
+    if not num_candidates or self._key_order is None:
       return None
-    return _mining.label_candidates(block.query_labels, self.key_labels, block.query_valid, num_candidates)
+    return _mining.label_candidates(block.query_labels, self.key_labels, block.query_valid, num_candidates,
+                                    key_order=self._key_order)
 
   def map(self, fn: Callable, extras=None, consts=()):
     """Runs `fn(block: PairBlock, extras_block, consts) -> (row_out, block_out)` over the blocks of query rows.

@@ -148,11 +148,10 @@ def _lifted_symmetric(problem, margin):
       return jnp.sum(jnp.square(hinge)), z, row_grad
 
     def every_pair(d):    # the pair terms on all `[blk, M]` entries
-      total, z, row_grad = pair_terms(d, rows.positive, key_lse[None, :], key_has[None, :])
-      return total, z, row_grad
+      return pair_terms(d, rows.positive, key_lse[None, :], key_has[None, :])
 
     def positive_slots(d):   # only on each row's positives (PK batches): `[blk, S]` entries, then scattered
-      index, valid = _mining.positive_slots(rows.positive, _POSITIVE_SLOTS, candidates)
+      index, valid = _mining.candidate_slots(rows.positive, _POSITIVE_SLOTS, candidates)
       total, z, row_grad = pair_terms(jnp.take_along_axis(d, index, axis=1), valid, key_lse[index], key_has[index])
       z = jnp.zeros_like(d).at[jnp.arange(d.shape[0])[:, None], index].add(jnp.where(valid, z, 0.0))
       return total, z, row_grad
