@@ -70,8 +70,9 @@ TIME_CAUSE = (
     " 512 per entry. Blocks add"
     " the rematerialization: each block's forward pass runs again in the backward pass (`jax.checkpoint` in"
     " `metric_jax/losses/_shard.py`; only the per-row statistics are kept), so the `[block, G]` passes that the"
-    " backward needs are paid twice (not for `triplet`, `gpw_triplet` with `normalize=\"none\"` and"
-    " `lifted_structure`, whose blocks form their gradient in the forward pass, `PairProblem.map_linear`).")
+    " backward needs are paid twice (not for `triplet`, `gpw_triplet` with `normalize=\"none\"`,"
+    " `lifted_structure` and `histogram`, whose blocks form their gradient in the forward pass,"
+    " `PairProblem.map_linear`).")
 BLOCKED_CAUSES = {
     "triplet": "all triplets of a PK batch (K - 1 = 3 positives per anchor) are summed in the sort-free layout:"
                " one pass over the `[block, G]` rows per positive slot (3), each several elementwise operations and"
@@ -91,9 +92,11 @@ BLOCKED_CAUSES = {
                         " `contrastive` (`multi_similarity._multi_similarity`, `mining.multi_similarity_pairs`).",
     "generalized_lifted_structure": "two masked log-sum-exps per anchor row (positives and negatives; a max pass"
                                     " and an exp-sum pass each), the exponentials recomputed in the backward.",
-    "histogram": "the triangular-kernel histograms are a `segment_sum` (scatter-add) of two weights per pair into"
-                 " 2 × 101 bins, and their gradient a gather: scatter and gather over every pair run element by"
-                 " element on the XLA CPU backend (`histogram._histogram_sums`).",
+    "histogram": "two passes over about half of the pairs each (the matrix is symmetric, so each block builds only"
+                 " a window of `G / 2 + block` keys and weighs each unordered pair once, `PairProblem.map_pairs`):"
+                 " the histograms are a `segment_sum` (scatter-add) of two weights per pair into 2 × 101 bins, then"
+                 " the gradient a gather from a slope table per pair (`histogram._histogram`); scatter and gather run"
+                 " element by element on the XLA CPU backend.",
     "binomial_deviance": "a softplus (exp and log1p) of every pair, with separate positive and negative weights and"
                          " normalisers.",
     "ntxent": "a softmax over every row (a max pass and an exp-sum pass) with each positive pair's log-probability,"

@@ -39,6 +39,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metric_jax import _checks, labels as _labels, mining as _mining
 from metric_jax.losses import _finite
@@ -371,6 +372,113 @@ class PairProblem:
       aux = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), aux, tail_aux)
       query_grad = jnp.concatenate([query_grad, tail_grad])
     value = (value + jnp.sum(query_grad * (embeddings - jax.lax.stop_gradient(embeddings)))
+             + jnp.sum(key_grad * (self._keys - keys)))
+    return value, aux, jnp.zeros((), self.dtype)
+
+  # -- every unordered pair once ------------------------------------------------------------------------------------
+  def _pair_windows(self):
+    """`(block_size, window)` of `map_pairs`' half windows, or None where they do not apply.
+
+    They need a `symmetric` problem (the keys are the global batch, the matrix a symmetric function of the
+    embeddings), local rows that split into whole blocks, and at least 3 blocks in the global batch (with 1 or 2 the
+    window would be every key). With `nb` global blocks, the window of the block that starts at global row `r` is the
+    `window = (nb // 2 + 1) * block_size` keys from key `r` on, wrapping around the batch.
+    """
+    if not self.symmetric or self._keys is None:
+      return None
+    block_size = self.num_rows if self.single_block else self.block_size
+    if self.num_rows % block_size:
+      return None
+    num_blocks = self.num_keys // block_size
+    if num_blocks < 3:
+      return None
+    return block_size, (num_blocks // 2 + 1) * block_size
+
+  def _pair_weights(self):
+    """`[window]` multiplicity of each window column (`map_pairs`), or `[M]` ones without windows."""
+    windows = self._pair_windows()
+    if windows is None:
+      return jnp.ones((self.num_keys,), self.dtype)
+    block_size, window = windows
+    weight = np.full(window, 2.0)
+    weight[:block_size] = 1.0                    # the block's own keys: both orders of each pair are in the block
+    if (self.num_keys // block_size) % 2 == 0:
+      weight[-block_size:] = 1.0                 # the opposite block also has this block in its window
+    return jnp.asarray(weight, self.dtype)
+
+  def _window_run(self, fn):
+    """`run(inputs, start) -> (fn(block, weight), queries)` on a block's half window; queries and keys without
+    gradient, the block's matrix a function of both (for the VJP)."""
+    block_size, window = self._pair_windows()
+    keys = jax.lax.stop_gradient(self._keys)
+    doubled = [jnp.concatenate([x, x]) for x in (keys, self.key_labels, self.key_valid)]
+    weight = self._pair_weights()
+
+    def run(inputs, start):
+      first = self.row_offset + start          # global index of the block's first row = its window's first key
+      window_keys, window_labels, window_valid = [jax.lax.dynamic_slice_in_dim(x, first, window) for x in doubled]
+      queries = jax.lax.stop_gradient(inputs["embeddings"])
+      matrix, vjp = jax.vjp(self._matrix_fn, queries, window_keys)
+      masks = _labels.pair_masks(inputs["labels"], window_labels, query_valid=inputs["valid"],
+                                 key_valid=window_valid, self_offset=0)
+      rows = first + jnp.arange(block_size)
+      block = _sanitized(PairBlock(matrix, masks.positive, masks.negative, masks.valid, inputs["valid"],
+                                   inputs["labels"], rows))
+      return jax.lax.stop_gradient(fn(block, weight)), block, vjp
+
+    return run
+
+  def map_pairs(self, fn: Callable):
+    """Runs `fn(block: PairBlock, weight) -> block_out` without gradient (`block.matrix` under `stop_gradient`) so
+    that each unordered pair {i, k} is seen once (i ≠ k) when the problem allows it, and returns `(block_outs
+    [num_blocks, ...], alarm)`.
+
+    For a function of the pair that is symmetric in its two members (`f(D_ik, masks_ik) = f(D_ki, masks_ki)`), the sum
+    of `weight[k] * f` over the block's entries, summed over the blocks, is the sum of `f` over every ordered pair of
+    the global matrix. With half windows (`_pair_windows`) each block builds `[block, window]` entries, about half the
+    matrix, `weight` is 1 or 2; otherwise the blocks are the usual rows (`map`) and `weight` is all ones.
+    """
+    if self._pair_windows() is None:
+      def plain(block, extras, consts):
+        block = block._replace(matrix=jax.lax.stop_gradient(block.matrix))
+        return None, fn(block, self._pair_weights())
+
+      _, out, alarm = self.map(plain)
+      return out, alarm
+    run = self._window_run(fn)
+    head, starts, _ = _split_blocks(self._row_inputs, self._pair_windows()[0])
+    out = jax.lax.map(lambda xs: run(*xs)[0], (head, starts))
+    return out, jnp.zeros((), self.dtype)
+
+  def map_pairs_linear(self, fn: Callable):
+    """`map_linear` over `map_pairs`' blocks: `fn(block, weight) -> (value, coef, aux)`, with `coef = d value /
+    d block.matrix` (the weights included). Returns `(value, aux [num_blocks, ...], alarm)` as `map_linear`.
+
+    With half windows each block turns its `coef` into the gradients of its queries and of its window's keys (the VJP
+    of `matrix_fn`); the window gradients are added into a `[2M, D]` carry at the window's place and folded to `[M,
+    D]` at the end, and both are reattached outside the blocks (nothing is rematerialized).
+    """
+    if self._pair_windows() is None:
+      return self.map_linear(lambda block: fn(block, self._pair_weights()))
+    block_size, window = self._pair_windows()
+    run = self._window_run(fn)
+    keys = jax.lax.stop_gradient(self._keys)
+
+    def step(key_grad, xs):
+      inputs, start = xs
+      (value, coef, aux), block, vjp = run(inputs, start)
+      query_grad, window_grad = vjp(jnp.where(block.valid, coef, jnp.zeros((), coef.dtype)))
+      first = self.row_offset + start
+      window_grad = window_grad + jax.lax.dynamic_slice_in_dim(key_grad, first, window)
+      return jax.lax.dynamic_update_slice_in_dim(key_grad, window_grad, first, 0), (value, aux, query_grad)
+
+    head, starts, _ = _split_blocks(self._row_inputs, block_size)
+    zeros = jnp.zeros_like(keys)    # (typed like the keys under `shard_map`)
+    doubled_grad, (values, aux, query_grad) = jax.lax.scan(step, jnp.concatenate([zeros, zeros]), (head, starts))
+    key_grad = doubled_grad[:self.num_keys] + doubled_grad[self.num_keys:]
+    query_grad = query_grad.reshape((self.num_rows,) + query_grad.shape[2:])
+    embeddings = self._row_inputs["embeddings"]
+    value = (jnp.sum(values) + jnp.sum(query_grad * (embeddings - jax.lax.stop_gradient(embeddings)))
              + jnp.sum(key_grad * (self._keys - keys)))
     return value, aux, jnp.zeros((), self.dtype)
 

@@ -13,9 +13,11 @@ Margin (`margin_bins` = μ ≥ 0): `L_μ = Σ_r h⁻_r Φ⁺_{min(r+μ, R−1)}`
 below a negative one *plus μΔ*: a negative is penalized for every positive that is not at least μ bins above it.
 μ = 0 is the paper's loss.
 
-The histograms are built by scatter-adding the `[B, M]` kernel weights into `R` nodes (O(BM + R), never `B × M × R`).
-In the square matrix of one batch each unordered pair appears twice ((i, j) and (j, i)); pytorch-metric-learning counts
-it once. The normalized histograms, and so the loss, are identical.
+The histograms are built by scatter-adding the `[B, M]` kernel weights into `R` nodes (O(BM + R), never `B × M × R`),
+and the gradient is formed explicitly from `dL/dH` (one gather per pair; `_histogram`). In the square matrix of one
+batch each unordered pair appears twice ((i, j) and (j, i)); pytorch-metric-learning counts it once. The normalized
+histograms, and so the loss, are identical; in blocks (`block_size`, 3 blocks or more) each unordered pair is visited
+once with weight 2 (`PairProblem.map_pairs`), which halves the work.
 """
 
 from __future__ import annotations
@@ -35,24 +37,45 @@ def _check_bins(num_bins, margin_bins):
     raise ValueError(f"`margin_bins` must be a Python int in [0, num_bins={num_bins}], got {margin_bins!r}.")
 
 
-def _histogram_sums(similarity, masks, num_bins: int):
+def _node_positions(similarity, num_bins: int):
+  """`(lower, upper_weight)`: each similarity's lower node index (int32, in `[0, num_bins - 1]`) and the weight
+  `(s − t_lower)/Δ ∈ [0, 1]` that goes to the node above it (`1 − upper_weight` to the lower node)."""
+  position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) * (num_bins / 2.0)
+  lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1)
+  return lower.astype(jnp.int32), position - lower
+
+
+def _segments(lower, masks, num_bins: int):
+  """Segment index `lower + k * num_bins` of each entry under the k-th of K disjoint masks; `K * num_bins` (one extra
+  segment) for the entries outside every mask."""
+  segment = jnp.full(lower.shape, len(masks) * num_bins, jnp.int32)
+  for k, mask in enumerate(masks):
+    segment = jnp.where(mask, lower + k * num_bins, segment)
+  return segment
+
+
+def _histogram_sums(similarity, masks, num_bins: int, weight=None):
   """Unnormalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks.
 
   One segment-sum over the pairs, indexed by (mask, lower node), accumulates the weights that go to the lower and to
   the upper node; the upper weights are then shifted up by one node. Pairs outside every mask go to one extra segment
-  that is dropped.
+  that is dropped. `weight`: optional multiplicity of each key column (`[M]`, small integers: `PairProblem.map_pairs`).
   """
-  delta = 2.0 / num_bins
-  position = (jnp.clip(similarity, -1.0, 1.0) + 1.0) / delta
-  lower = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 1)
-  upper_weight = position - lower
-  segment = jnp.full(similarity.shape, len(masks) * num_bins, jnp.int32)
-  for k, mask in enumerate(masks):
-    segment = jnp.where(mask, lower.astype(jnp.int32) + k * num_bins, segment)
-  weights = jnp.stack([1.0 - upper_weight.ravel(), upper_weight.ravel()], axis=1)
-  sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins + 1)
+  lower, upper_weight = _node_positions(similarity, num_bins)
+  segment = _segments(lower, masks, num_bins)
+  lower_weight = 1.0 - upper_weight
+  if weight is not None:
+    lower_weight, upper_weight = lower_weight * weight, upper_weight * weight
+  weights = jnp.stack([lower_weight.ravel(), upper_weight.ravel()], axis=1)
+  sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins + 1,
+                             mode="promise_in_bounds")
   sums = sums[:-1].reshape(len(masks), num_bins, 2)
-  counts = jnp.stack([jnp.sum(mask) for mask in masks])  # exact integer counts (float sums drift for large masks)
+  # Exact integer counts (float sums drift for large masks); per block, < 2^31 pairs.
+  if weight is None:
+    counts = jnp.stack([jnp.sum(mask) for mask in masks])
+  else:
+    int_weight = weight.astype(jnp.int32)
+    counts = jnp.stack([jnp.sum(jnp.where(mask, int_weight, 0)) for mask in masks])
   zero = jnp.zeros_like(sums, shape=(len(masks), 1))
   hists = jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
   return hists, counts.astype(sums.dtype)
@@ -109,19 +132,42 @@ def histogram_loss(matrix, query_labels, key_labels=None, *, query_valid=None, k
   return _histogram(problem, num_bins, margin_bins)
 
 
-def _histogram(problem, num_bins, margin_bins):
-  _check_bins(num_bins, margin_bins)
-
-  def block(rows, extras, consts):
-    return None, _histogram_sums(rows.matrix, [rows.positive, rows.negative], num_bins)
-
-  _, sums, alarm = problem.map(block)
-  hists, counts = problem.sum_blocks(sums)
+def _loss_of_histograms(hists, counts, margin_bins):
+  """The loss from the unnormalized histograms `[2, R]` (positive, negative) and their pair counts `[2]`."""
   h_pos, h_neg = hists / jnp.maximum(counts, 1)[:, None]
   cdf_pos = jnp.cumsum(h_pos)
-  shifted = jnp.minimum(jnp.arange(num_bins + 1) + margin_bins, num_bins)
+  shifted = jnp.minimum(jnp.arange(h_pos.shape[0]) + margin_bins, h_pos.shape[0] - 1)
   loss = jnp.sum(h_neg * cdf_pos[shifted])
-  return jnp.where((counts[0] > 0) & (counts[1] > 0), loss, 0.0) + alarm + problem.alarm
+  return jnp.where((counts[0] > 0) & (counts[1] > 0), loss, 0.0)
+
+
+def _histogram(problem, num_bins, margin_bins):
+  """Two passes over the pairs, each unordered pair once where the problem allows (`PairProblem.map_pairs`):
+
+  1. the histograms `H⁺, H⁻` (sums over the blocks and devices), hence the loss L and `T = dL/dH` `[2, R]`;
+  2. the gradient, formed explicitly: a pair with similarity s in `[t_r, t_{r+1}]` under mask k adds `(t_{r+1} −
+     s)/Δ` to `H_k[r]` and `(s − t_r)/Δ` to `H_k[r+1]`, so `dL/ds = (T_k[r+1] − T_k[r]) / Δ`, one gather from a
+     `[2 num_bins]` table per pair (`PairProblem.map_pairs_linear`; no rematerialized blocks).
+  """
+  _check_bins(num_bins, margin_bins)
+
+  def histograms(block, weight):
+    return _histogram_sums(block.matrix, [block.positive, block.negative], num_bins, weight)
+
+  sums, alarm = problem.map_pairs(histograms)
+  hists, counts = problem.sum_blocks(sums)
+  loss, slopes = jax.value_and_grad(_loss_of_histograms)(hists, counts, margin_bins)
+  slopes = (slopes[:, 1:] - slopes[:, :-1]) * (num_bins / 2.0)              # [2, num_bins]: dL/ds per lower node
+  table = jnp.concatenate([slopes.ravel(), jnp.zeros((1,), slopes.dtype)])  # + 0 for pairs outside both masks
+
+  def gradient(block, weight):
+    lower, _ = _node_positions(block.matrix, num_bins)
+    segment = _segments(lower, [block.positive, block.negative], num_bins)
+    coef = table.at[segment].get(mode="promise_in_bounds") * weight
+    return jnp.zeros((), coef.dtype), coef, None
+
+  linear, _, _ = problem.map_pairs_linear(gradient)
+  return jax.lax.stop_gradient(loss) + problem.psum(linear) + alarm + problem.alarm
 
 
 @register("histogram")

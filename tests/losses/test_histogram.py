@@ -16,8 +16,8 @@ import torch
 from jax import test_util as jtu
 from pytorch_metric_learning import losses as pml_losses
 
-from metric_jax import losses
-from metric_jax.losses import histogram
+from metric_jax import labels as labels_lib, losses, pairwise
+from metric_jax.losses import _shard, histogram
 
 # Labels (0, 0, 1): positive 0.75; negatives 0.25 and −0.6.
 # Node positions (s + 1)/Δ with Δ = 0.5: 0.75 -> 3.5 (0.5 to nodes 3 and 4); 0.25 -> 2.5 (0.5 to nodes 2 and 3);
@@ -129,3 +129,45 @@ def test_value_and_gradient_never_build_a_pairs_by_bins_tensor():
 def test_bad_hyperparameters_name_the_argument(hparams, argument):
   with pytest.raises(ValueError, match=argument):
     losses.get("histogram")(np.eye(3, dtype=np.float32), HAND_LABELS, **hparams)
+
+
+def _autodiff_reference(embeddings, labels, valid, num_bins, margin_bins):
+  """The loss written directly on the full square matrix, differentiated by autodiff through the histograms."""
+  e = embeddings / jnp.linalg.norm(embeddings, axis=1, keepdims=True)
+  masks = labels_lib.pair_masks(labels, query_valid=valid)
+  s = jnp.where(masks.valid, e @ e.T, 0.0)
+  h_pos, _ = histogram.similarity_histogram(s, masks.positive, num_bins)
+  h_neg, _ = histogram.similarity_histogram(s, masks.negative, num_bins)
+  shifted = jnp.minimum(jnp.arange(num_bins + 1) + margin_bins, num_bins)
+  return jnp.sum(h_neg * jnp.cumsum(h_pos)[shifted])
+
+
+@pytest.mark.parametrize("multi_hot", [False, True])
+def test_blocks_see_each_pair_once_and_equal_the_autodiff_reference(multi_hot):
+  """Blocks with half windows (`PairProblem.map_pairs`: 3, 4, 6 and 8 global blocks, odd and even) and the plain
+  blocks they fall back to (2 blocks; a remainder) give the value and gradient of the loss differentiated by autodiff
+  on the full matrix, with padded rows holding garbage."""
+  rng = np.random.default_rng(5)
+  g, num_bins, margin_bins = 24, 12, 1
+  embeddings = rng.normal(size=(g, 5)).astype(np.float32)
+  valid = np.ones(g, bool)
+  valid[[3, 17]] = False
+  embeddings[3] = 1e6
+  if multi_hot:
+    labels = rng.random((g, 4)) < 0.3
+  else:
+    labels = (np.arange(g) % 6).astype(np.int32)
+  ref_value, ref_grad = jax.value_and_grad(_autodiff_reference)(jnp.asarray(np.where(valid[:, None], embeddings, 1.0)),
+                                                                labels, valid, num_bins, margin_bins)
+  fn = losses.get("histogram")
+  for block_size, windows in ((None, False), (12, False), (5, False), (8, True), (6, True), (4, True), (3, True)):
+    problem = _shard.from_embeddings(embeddings, labels, valid, matrix_fn=pairwise.cosine_similarity,
+                                     block_size=block_size)
+    assert (problem._pair_windows() is not None) == windows, block_size
+    value, grad = jax.jit(jax.value_and_grad(
+        lambda e: fn(e, labels, valid=valid, num_bins=num_bins, margin_bins=margin_bins, block_size=block_size)))(
+            jnp.asarray(embeddings))
+    assert float(ref_value) > 0
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5, err_msg=f"block_size={block_size}")
+    np.testing.assert_allclose(grad, np.where(valid[:, None], ref_grad, 0.0), rtol=1e-4,
+                               atol=1e-6 * np.abs(ref_grad).max(), err_msg=f"block_size={block_size}")

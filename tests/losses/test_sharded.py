@@ -33,7 +33,7 @@ from jax import core
 from jax.ad_checkpoint import print_saved_residuals
 from jax.sharding import Mesh, PartitionSpec as P
 
-from metric_jax import losses, pairwise, regularizers
+from metric_jax import labels, losses, pairwise, regularizers
 from metric_jax.losses import _shard, nca, npair
 from tests.losses._loss_cases import MATRIX_FORMS
 from tests._processes import free_port, run_together
@@ -258,6 +258,26 @@ def test_blocked_loss_equals_the_unblocked_loss_for_every_block_size(name):
   results = jax.device_get(run(d["e"], d["y"], d["valid"], extra.get("params")))
   for block_size, result in zip((4, 5, 16, 64), results[1:]):
     _assert_same(result, results[0], f"block_size={block_size}")
+
+
+@pytest.mark.parametrize("block_size", [None, 3, 4, 6, 8, 12])
+def test_map_pairs_weights_count_every_ordered_pair(block_size):
+  """`PairProblem.map_pairs`: over the half windows (3 or more global blocks) or the plain rows, the weighted sums of a
+  symmetric pair function equal its sums over every ordered pair of the full matrix; the windows cover about half."""
+  rng = np.random.default_rng(4)
+  e = jnp.asarray(rng.normal(size=(24, 5)), jnp.float32)
+  y = jnp.asarray(np.arange(24) % 5, jnp.int32)
+  valid = jnp.asarray(np.arange(24) != 7)
+  problem = _shard.from_embeddings(e, y, valid, matrix_fn=pairwise.cosine_similarity, block_size=block_size)
+  out, _ = problem.map_pairs(lambda b, w: (jnp.sum(jnp.where(b.valid, w, 0.0)),
+                                           jnp.sum(jnp.where(b.positive, w * b.matrix, 0.0)), jnp.asarray(b.matrix.size)))
+  count, positive_sum, entries = (np.sum(x) for x in jax.device_get(out))
+  masks = labels.pair_masks(y, query_valid=valid)
+  full = pairwise.cosine_similarity(e, e)
+  assert count == int(jnp.sum(masks.valid))
+  np.testing.assert_allclose(positive_sum, jnp.sum(jnp.where(masks.positive, full, 0.0)), rtol=1e-5)
+  blocks = 24 // (block_size or 24)
+  assert entries == (24 * (blocks // 2 + 1) * block_size if blocks >= 3 else 24 * 24)
 
 
 def test_blocks_keep_per_row_statistics_and_rematerialize_the_rest():
