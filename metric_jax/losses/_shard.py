@@ -394,6 +394,11 @@ class PairProblem:
       return None
     return block_size, (num_blocks // 2 + 1) * block_size
 
+  @property
+  def pairs_once(self) -> bool:
+    """Whether `map_pairs` visits each unordered pair once (half windows), rather than every row of the matrix."""
+    return self._pair_windows() is not None
+
   def _pair_weights(self):
     """`[window]` multiplicity of each window column (`map_pairs`), or `[M]` ones without windows."""
     windows = self._pair_windows()

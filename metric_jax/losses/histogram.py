@@ -142,7 +142,8 @@ def _loss_of_histograms(hists, counts, margin_bins):
 
 
 def _histogram(problem, num_bins, margin_bins):
-  """Two passes over the pairs, each unordered pair once where the problem allows (`PairProblem.map_pairs`):
+  """One block: autodiff through the histograms. Several blocks (or devices): two passes over the pairs, each
+  unordered pair once where the problem allows (`PairProblem.map_pairs`):
 
   1. the histograms `H⁺, H⁻` (sums over the blocks and devices), hence the loss L and `T = dL/dH` `[2, R]`;
   2. the gradient, formed explicitly: a pair with similarity s in `[t_r, t_{r+1}]` under mask k adds `(t_{r+1} −
@@ -150,6 +151,15 @@ def _histogram(problem, num_bins, margin_bins):
      `[2 num_bins]` table per pair (`PairProblem.map_pairs_linear`; no rematerialized blocks).
   """
   _check_bins(num_bins, margin_bins)
+  if problem.single_block and not problem.pairs_once:
+    # One block over the whole matrix: autodiff through the scatter (its transpose is a gather) reuses the forward
+    # pass's node positions and is faster than a second pass.
+    def block(rows, extras, consts):
+      return None, _histogram_sums(rows.matrix, [rows.positive, rows.negative], num_bins)
+
+    _, sums, alarm = problem.map(block)
+    hists, counts = problem.sum_blocks(sums)
+    return _loss_of_histograms(hists, counts, margin_bins) + alarm + problem.alarm
 
   def histograms(block, weight):
     return _histogram_sums(block.matrix, [block.positive, block.negative], num_bins, weight)
