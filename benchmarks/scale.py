@@ -71,8 +71,8 @@ TIME_CAUSE = (
     " the rematerialization: each block's forward pass runs again in the backward pass (`jax.checkpoint` in"
     " `metric_jax/losses/_shard.py`; only the per-row statistics are kept), so the `[block, G]` passes that the"
     " backward needs are paid twice (not for `triplet`, `gpw_triplet` with `normalize=\"none\"`,"
-    " `lifted_structure` and `histogram`, whose blocks form their gradient in the forward pass,"
-    " `PairProblem.map_linear`).")
+    " `lifted_structure`, `histogram` and `binomial_deviance`, whose blocks form their gradient in the forward pass,"
+    " `PairProblem.map_linear`; the last two also visit each unordered pair once, `PairProblem.map_pairs`).")
 BLOCKED_CAUSES = {
     "triplet": "all triplets of a PK batch (K - 1 = 3 positives per anchor) are summed in the sort-free layout:"
                " one pass over the `[block, G]` rows per positive slot (3), each several elementwise operations and"
@@ -97,8 +97,9 @@ BLOCKED_CAUSES = {
                  " the histograms are a `segment_sum` (scatter-add) of two weights per pair into 2 × 101 bins, then"
                  " the gradient a gather from a slope table per pair (`histogram._histogram`); scatter and gather run"
                  " element by element on the XLA CPU backend.",
-    "binomial_deviance": "a softplus (exp and log1p) of every pair, with separate positive and negative weights and"
-                         " normalisers.",
+    "binomial_deviance": "a softplus (exp and log1p) and a sigmoid of every pair, with separate positive and negative"
+                         " weights and normalisers (a pass over the label masks counts the pairs first; then each"
+                         " unordered pair once, `PairProblem.map_pairs_linear`).",
     "ntxent": "a softmax over every row (a max pass and an exp-sum pass) with each positive pair's log-probability,"
               " the exponentials recomputed in the backward.",
     "gpw_pair": "mining masks and the weights from stop-gradient distances on every pair, before the weighted sums.",

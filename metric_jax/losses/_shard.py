@@ -343,7 +343,7 @@ class PairProblem:
     """
     if self.single_block or self._keys is None:
       def linear(block, extras, consts):
-        value, coef, aux = fn(block)
+        value, coef, aux = jax.lax.stop_gradient(fn(block))
         return None, (value + jnp.sum(coef * (block.matrix - jax.lax.stop_gradient(block.matrix))), aux)
 
       _, (values, aux), alarm = self.map(linear)
@@ -398,6 +398,12 @@ class PairProblem:
   def pairs_once(self) -> bool:
     """Whether `map_pairs` visits each unordered pair once (half windows), rather than every row of the matrix."""
     return self._pair_windows() is not None
+
+  def pair_counts(self, block: PairBlock, weight):
+    """`(positive, negative)` pair counts of a `map_pairs` block, weighted by `weight` (exact: int32 per block, < 2^31
+    pairs; then in the matrix dtype, to be summed over the blocks with `sum_blocks`)."""
+    weight = weight.astype(jnp.int32)
+    return tuple(jnp.sum(jnp.where(mask, weight, 0)).astype(self.dtype) for mask in (block.positive, block.negative))
 
   def _pair_weights(self):
     """`[window]` multiplicity of each window column (`map_pairs`), or `[M]` ones without windows."""

@@ -57,20 +57,45 @@ def _check_binomial(alpha, neg_cost):
 
 
 def _binomial(problem, alpha, beta, neg_cost):
+  """One block: autodiff. Several blocks (or devices): the pair counts first (masks only), then one pass that forms
+  the gradient explicitly, each unordered pair once where the problem allows (`PairProblem.map_pairs_linear`):
+  `dL/ds = −α σ(−α(s − β)) / n_pos` on positive pairs and `αC σ(αC(s − β)) / n_neg` on negative pairs."""
   _check_binomial(alpha, neg_cost)
 
-  def block(rows, extras, consts):
-    matrix, dtype = rows.matrix, rows.matrix.dtype
-    pos_terms = jax.nn.softplus(-alpha * (matrix - beta))
-    neg_terms = jax.nn.softplus(alpha * neg_cost * (matrix - beta))
-    return None, (jnp.sum(jnp.where(rows.positive, pos_terms, 0.0)), jnp.sum(jnp.where(rows.negative, neg_terms, 0.0)),
-                  jnp.sum(rows.positive).astype(dtype), jnp.sum(rows.negative).astype(dtype))
+  def terms(matrix):
+    return jax.nn.softplus(-alpha * (matrix - beta)), jax.nn.softplus(alpha * neg_cost * (matrix - beta))
 
-  _, sums, alarm = problem.map(block)
-  pos_sum, neg_sum, num_pos, num_neg = problem.sum_blocks(sums)
-  pos_part = pos_sum / jnp.maximum(num_pos, 1)
-  neg_part = neg_sum / jnp.maximum(num_neg, 1)
-  return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0) + alarm + problem.alarm
+  if problem.single_block and not problem.pairs_once:
+    def block(rows, extras, consts):
+      pos_terms, neg_terms = terms(rows.matrix)
+      dtype = rows.matrix.dtype
+      return None, (jnp.sum(jnp.where(rows.positive, pos_terms, 0.0)),
+                    jnp.sum(jnp.where(rows.negative, neg_terms, 0.0)),
+                    jnp.sum(rows.positive).astype(dtype), jnp.sum(rows.negative).astype(dtype))
+
+    _, sums, alarm = problem.map(block)
+    pos_sum, neg_sum, num_pos, num_neg = problem.sum_blocks(sums)
+    pos_part = pos_sum / jnp.maximum(num_pos, 1)
+    neg_part = neg_sum / jnp.maximum(num_neg, 1)
+    return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0) + alarm + problem.alarm
+
+  counts, alarm = problem.map_pairs(lambda rows, weight: problem.pair_counts(rows, weight))
+  num_pos, num_neg = problem.sum_blocks(counts)
+  active = ((num_pos > 0) & (num_neg > 0)).astype(problem.dtype)
+  pos_scale, neg_scale = active / jnp.maximum(num_pos, 1), active / jnp.maximum(num_neg, 1)
+
+  def block(rows, weight):
+    pos_terms, neg_terms = terms(rows.matrix)
+    pos_weight = jnp.where(rows.positive, weight * pos_scale, 0.0)
+    neg_weight = jnp.where(rows.negative, weight * neg_scale, 0.0)
+    value = jnp.sum(pos_weight * pos_terms) + jnp.sum(neg_weight * neg_terms)
+    centered = rows.matrix - beta
+    coef = (-alpha * pos_weight * jax.nn.sigmoid(-alpha * centered)
+            + alpha * neg_cost * neg_weight * jax.nn.sigmoid(alpha * neg_cost * centered))
+    return value, coef, None
+
+  value, _, _ = problem.map_pairs_linear(block)
+  return problem.psum(value) + alarm + problem.alarm
 
 
 @register("binomial_deviance")

@@ -242,7 +242,8 @@ def test_sharded_blocked_and_memory_forms_equal_the_unsharded_loss(case_index):
 
 
 # ------------------------------------------------------------------------------------------------ blocks, unsharded
-@pytest.mark.parametrize("name", ["lifted_structure", "triplet", "npair_mc", "proxy_anchor", "histogram"])
+@pytest.mark.parametrize("name", ["lifted_structure", "triplet", "npair_mc", "proxy_anchor", "histogram",
+                                  "binomial_deviance"])
 def test_blocked_loss_equals_the_unblocked_loss_for_every_block_size(name):
   """Blocks that divide the batch and blocks that leave a remainder (G = 16: 5 -> 3 x 5 + 1), unsharded."""
   d = _data(1)
