@@ -26,7 +26,7 @@ COSMETIC_KEYS = ("name", "log_every", "checkpoint_every", "progress", "seeds", "
 # feature off). A saved config without such a key compares as having this value, and the run hash leaves the key out
 # at this value, so run directories and sweep records written before the key existed still resume and are still
 # reused. Any other value changes the hash and, like every key outside SAFE_KEYS, is refused on restart.
-ADDED_KEYS = {"memory.size": 0, "memory.start_step": 0}
+ADDED_KEYS = {"memory.size": 0, "memory.start_step": 0, "model.dtype": "float32", "npair_mining": False}
 
 
 def parse_value(text: str) -> Any:
@@ -137,8 +137,15 @@ def config_hash(plain: Mapping[str, Any]) -> str:
   """Short hash of everything that changes what a run computes (`COSMETIC_KEYS` and `distributed.*` excluded, and the
   `ADDED_KEYS` at their defaults, so a config saved before they existed keeps its hash)."""
   flat = {k: v for k, v in flatten(plain).items() if k not in COSMETIC_KEYS and not k.startswith(SAFE_PREFIXES)
-          and not (k in ADDED_KEYS and v == ADDED_KEYS[k] and not isinstance(v, bool))}
+          and not (k in ADDED_KEYS and type(v) is type(ADDED_KEYS[k]) and v == ADDED_KEYS[k])}
   return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record_hash(record: Mapping[str, Any]) -> Any:
+  """The hash of a saved record's or summary's config, recomputed with `config_hash` (so a record saved before a key
+  of `ADDED_KEYS` existed, or before it was listed there, hashes like the same config today); the stored
+  `config_hash` when it holds no config."""
+  return config_hash(record["config"]) if isinstance(record.get("config"), Mapping) else record.get("config_hash")
 
 
 def readable_lines(plain: Mapping[str, Any]) -> List[str]:
@@ -147,5 +154,5 @@ def readable_lines(plain: Mapping[str, Any]) -> List[str]:
 
 
 __all__ = ["parse_value", "split_loss_hparam_flags", "set_loss_hparams", "apply_overrides", "to_plain", "flatten",
-           "differing_keys", "describe_differences", "config_hash", "readable_lines", "is_safe_key", "SAFE_KEYS",
+           "differing_keys", "describe_differences", "config_hash", "record_hash", "readable_lines", "is_safe_key", "SAFE_KEYS",
            "ADDED_KEYS"]

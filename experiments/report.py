@@ -215,7 +215,7 @@ def check_publish(results_dir: str, name: str, config_hash: str, *, overwrite: b
     return
   with open(path) as f:
     old = json.load(f)
-  if old.get("config_hash") not in (None, config_hash):
+  if config_tools.record_hash(old) not in (None, config_hash):
     raise PublishCollisionError(
         f"{path} holds the results of another config named {name!r} (config hash {old.get('config_hash')} vs "
         f"{config_hash}). Give this run its own name (--config.name=...) or pass --overwrite.")

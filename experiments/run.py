@@ -100,7 +100,7 @@ def prepare_run_dir(plain: dict, run_dir: str, *, overwrite: bool) -> Optional[d
     record_path = os.path.join(run_dir, RECORD_FILE)
     if os.path.exists(record_path):
       record = _read_json(record_path)
-      if record.get("finished") and record.get("config_hash") == config_tools.config_hash(plain):
+      if record.get("finished") and config_tools.record_hash(record) == config_tools.config_hash(plain):
         return record
   _write_json(path, plain)
   return None

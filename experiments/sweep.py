@@ -127,8 +127,8 @@ def _index_records(results_dir: str) -> Dict[str, str]:
         r = json.load(f)
     except (OSError, json.JSONDecodeError):
       continue
-    if r.get("finished") and r.get("config_hash"):
-      index.setdefault(r["config_hash"], path)
+    if r.get("finished") and config_tools.record_hash(r):
+      index.setdefault(config_tools.record_hash(r), path)
   return index
 
 
@@ -177,7 +177,7 @@ def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, d
     if os.path.exists(path):
       with open(path) as f:
         existing = json.load(f)
-      if existing.get("config_hash") == h and existing.get("finished"):
+      if config_tools.record_hash(existing) == h and existing.get("finished"):
         continue
       log(f"[{i}/{len(jobs)}] {variant.name} seed {seed}: the record at {path} is of another config; redoing it.")
     if h in index and index[h] != path:

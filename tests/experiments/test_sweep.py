@@ -60,9 +60,16 @@ def test_tiny_sweep_runs_resumes_skips_and_tabulates(tmp_path):
     assert os.path.getsize(os.path.join(results_dir, plot)) > 0
   summary = json.load(open(os.path.join(results_dir, "tiny.json")))
   assert summary["claims"][0]["verdict"] in ("held", "did not hold", "inconclusive")
-  # Re-running a finished sweep runs nothing (even without the run directories) and rewrites the tables.
+  # Re-running a finished sweep runs nothing (even without the run directories, and for a record saved before the
+  # config had `memory`, `model.dtype` and `npair_mining`, hashed by an earlier function) and rewrites the tables.
   import shutil
   shutil.rmtree(tmp_path / "runs")
+  old_path = os.path.join(results_dir, "tiny", "ms", "seed_0.json")
+  old = json.load(open(old_path))
+  old["config"] = {k: v for k, v in old["config"].items() if k not in ("memory", "npair_mining")}
+  old["config"]["model"].pop("dtype")
+  old["config_hash"] = "from-an-earlier-hash-function"
+  json.dump(old, open(old_path, "w"))
   logs.clear()
   sweep_lib.run_sweep(sw, str(tmp_path / "runs"), results_dir, command="again", log=logs.append)
   assert logs == [] and not (tmp_path / "runs").exists()

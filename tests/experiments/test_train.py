@@ -204,12 +204,24 @@ def test_memory_run_uses_the_memory_shows_its_keys_restores_it_and_refuses_a_cha
     _run(tiny_config(), tmp_path / "w")
 
 
+def _without_added_keys(plain):
+  """A config as code from before `memory`, `model.dtype` and `npair_mining` existed saved it."""
+  old = {k: v for k, v in plain.items() if k not in ("memory", "npair_mining")}
+  old["model"] = {k: v for k, v in plain["model"].items() if k != "dtype"}
+  return old
+
+
 def test_runs_saved_before_the_memory_section_keep_their_hash_and_resume(tmp_path):
-  """A config.json / record without `memory` (written before the section existed) equals the memory off: same hash, no
-  restart refusal, the finished run is not redone; turning the memory on is a change."""
+  """A config.json / record without `memory`, `model.dtype` or `npair_mining` (written before they existed) equals
+  them at their defaults: same hash, no restart refusal, the finished run is not redone, also when the record's stored
+  hash came from an earlier hash function (it is recomputed from the stored config); turning the memory on is a
+  change."""
   plain = config_tools.to_plain(tiny_config())
-  old = {k: v for k, v in plain.items() if k != "memory"}
+  old = _without_added_keys(plain)
   assert config_tools.config_hash(old) == config_tools.config_hash(plain)
+  assert config_tools.record_hash({"config": old, "config_hash": "stale"}) == config_tools.config_hash(plain)
+  bf16 = config_tools.to_plain(tiny_config(**{"model.dtype": "bfloat16"}))
+  assert config_tools.config_hash(bf16) != config_tools.config_hash(plain)
   assert config_tools.differing_keys(old, plain) == []
   on = config_tools.to_plain(tiny_config(**{"memory.size": 16}))
   assert config_tools.config_hash(on) != config_tools.config_hash(plain)
@@ -219,9 +231,9 @@ def test_runs_saved_before_the_memory_section_keep_their_hash_and_resume(tmp_pat
   for name in ("config.json", "record.json"):   # rewrite them as a run of the earlier code would have left them
     saved = json.load(open(run_dir / name))
     if name == "config.json":
-      saved.pop("memory")
+      saved = _without_added_keys(saved)
     else:
-      saved["config"].pop("memory")
+      saved["config"], saved["config_hash"] = _without_added_keys(saved["config"]), "from-an-earlier-hash-function"
     json.dump(saved, open(run_dir / name, "w"))
   logs = []
   run.run_seeds(tiny_config(), str(tmp_path / "w"), command="again", log=logs.append)
