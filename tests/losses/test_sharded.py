@@ -347,7 +347,7 @@ def test_explicit_gradient_blocks_are_not_rematerialized():
 
 
 # ------------------------------------------------------------------------------ the Trainer's check_vma=False protocol
-@pytest.mark.parametrize("name", ["lifted_structure", "npair_mc", "proxy_anchor"])
+@pytest.mark.parametrize("name", ["lifted_structure", "npair_mc", "proxy_anchor", "histogram", "binomial_deviance"])
 def test_without_vma_checks_the_gradient_of_loss_over_n_is_exact(name):
   """`shard_map(check_vma=False)` (the `Trainer`): every collective transposes to a sum, so `grad(loss / n)` gives the
   local rows of the unsharded gradient, and the parameters' gradients summed over the devices the full one."""
