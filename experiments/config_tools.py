@@ -154,5 +154,5 @@ def readable_lines(plain: Mapping[str, Any]) -> List[str]:
 
 
 __all__ = ["parse_value", "split_loss_hparam_flags", "set_loss_hparams", "apply_overrides", "to_plain", "flatten",
-           "differing_keys", "describe_differences", "config_hash", "record_hash", "readable_lines", "is_safe_key", "SAFE_KEYS",
-           "ADDED_KEYS"]
+           "differing_keys", "describe_differences", "config_hash", "record_hash", "readable_lines", "is_safe_key",
+           "SAFE_KEYS", "ADDED_KEYS"]

@@ -127,8 +127,9 @@ def _index_records(results_dir: str) -> Dict[str, str]:
         r = json.load(f)
     except (OSError, json.JSONDecodeError):
       continue
-    if r.get("finished") and config_tools.record_hash(r):
-      index.setdefault(config_tools.record_hash(r), path)
+    h = config_tools.record_hash(r) if r.get("finished") else None
+    if h:
+      index.setdefault(h, path)
   return index
 
 

@@ -417,9 +417,9 @@ class PairProblem:
       weight[-block_size:] = 1.0                 # the opposite block also has this block in its window
     return jnp.asarray(weight, self.dtype)
 
-  def _window_run(self, fn):
-    """`run(inputs, start) -> (fn(block, weight), queries)` on a block's half window; queries and keys without
-    gradient, the block's matrix a function of both (for the VJP)."""
+  def _window_run(self, fn, *, with_vjp: bool):
+    """`run(inputs, start) -> (fn(block, weight), block, vjp)` on a block's half window: queries and window keys
+    without gradient; `vjp` (of the block's matrix w.r.t. both, for `map_pairs_linear`) is None without `with_vjp`."""
     block_size, window = self._pair_windows()
     keys = jax.lax.stop_gradient(self._keys)
     doubled = [jnp.concatenate([x, x]) for x in (keys, self.key_labels, self.key_valid)]
@@ -429,7 +429,10 @@ class PairProblem:
       first = self.row_offset + start          # global index of the block's first row = its window's first key
       window_keys, window_labels, window_valid = [jax.lax.dynamic_slice_in_dim(x, first, window) for x in doubled]
       queries = jax.lax.stop_gradient(inputs["embeddings"])
-      matrix, vjp = jax.vjp(self._matrix_fn, queries, window_keys)
+      if with_vjp:
+        matrix, vjp = jax.vjp(self._matrix_fn, queries, window_keys)
+      else:
+        matrix, vjp = self._matrix_fn(queries, window_keys), None
       masks = _labels.pair_masks(inputs["labels"], window_labels, query_valid=inputs["valid"],
                                  key_valid=window_valid, self_offset=0)
       rows = first + jnp.arange(block_size)
@@ -456,7 +459,7 @@ class PairProblem:
 
       _, out, alarm = self.map(plain)
       return out, alarm
-    run = self._window_run(fn)
+    run = self._window_run(fn, with_vjp=False)
     head, starts, _ = _split_blocks(self._row_inputs, self._pair_windows()[0])
     out = jax.lax.map(lambda xs: run(*xs)[0], (head, starts))
     return out, jnp.zeros((), self.dtype)
@@ -472,7 +475,7 @@ class PairProblem:
     if self._pair_windows() is None:
       return self.map_linear(lambda block: fn(block, self._pair_weights()))
     block_size, window = self._pair_windows()
-    run = self._window_run(fn)
+    run = self._window_run(fn, with_vjp=True)
     keys = jax.lax.stop_gradient(self._keys)
 
     def step(key_grad, xs):

@@ -79,7 +79,7 @@ def _binomial(problem, alpha, beta, neg_cost):
     neg_part = neg_sum / jnp.maximum(num_neg, 1)
     return jnp.where((num_pos > 0) & (num_neg > 0), pos_part + neg_part, 0.0) + alarm + problem.alarm
 
-  counts, alarm = problem.map_pairs(lambda rows, weight: problem.pair_counts(rows, weight))
+  counts, alarm = problem.map_pairs(problem.pair_counts)
   num_pos, num_neg = problem.sum_blocks(counts)
   active = ((num_pos > 0) & (num_neg > 0)).astype(problem.dtype)
   pos_scale, neg_scale = active / jnp.maximum(num_pos, 1), active / jnp.maximum(num_neg, 1)

@@ -54,8 +54,8 @@ def _segments(lower, masks, num_bins: int):
   return segment
 
 
-def _histogram_sums(similarity, masks, num_bins: int, weight=None):
-  """Unnormalized histograms `[K, num_bins + 1]` and counts `[K]` of `similarity` under K *disjoint* masks.
+def _histogram_nodes(similarity, masks, num_bins: int, weight=None):
+  """Unnormalized histograms `[K, num_bins + 1]` of `similarity` under K *disjoint* masks.
 
   One segment-sum over the pairs, indexed by (mask, lower node), accumulates the weights that go to the lower and to
   the upper node; the upper weights are then shifted up by one node. Pairs outside every mask go to one extra segment
@@ -70,15 +70,14 @@ def _histogram_sums(similarity, masks, num_bins: int, weight=None):
   sums = jax.ops.segment_sum(weights, segment.ravel(), num_segments=len(masks) * num_bins + 1,
                              mode="promise_in_bounds")
   sums = sums[:-1].reshape(len(masks), num_bins, 2)
-  # Exact integer counts (float sums drift for large masks); per block, < 2^31 pairs.
-  if weight is None:
-    counts = jnp.stack([jnp.sum(mask) for mask in masks])
-  else:
-    int_weight = weight.astype(jnp.int32)
-    counts = jnp.stack([jnp.sum(jnp.where(mask, int_weight, 0)) for mask in masks])
   zero = jnp.zeros_like(sums, shape=(len(masks), 1))
-  hists = jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
-  return hists, counts.astype(sums.dtype)
+  return jnp.concatenate([sums[:, :, 0], zero], axis=1) + jnp.concatenate([zero, sums[:, :, 1]], axis=1)
+
+
+def _histogram_sums(similarity, masks, num_bins: int):
+  """`_histogram_nodes` and the counts `[K]` of the masks (exact integer counts: float sums drift for large masks)."""
+  hists = _histogram_nodes(similarity, masks, num_bins)
+  return hists, jnp.stack([jnp.sum(mask) for mask in masks]).astype(hists.dtype)
 
 
 def _histograms(similarity, masks, num_bins: int):
@@ -162,7 +161,8 @@ def _histogram(problem, num_bins, margin_bins):
     return _loss_of_histograms(hists, counts, margin_bins) + alarm + problem.alarm
 
   def histograms(block, weight):
-    return _histogram_sums(block.matrix, [block.positive, block.negative], num_bins, weight)
+    return (_histogram_nodes(block.matrix, [block.positive, block.negative], num_bins, weight),
+            jnp.stack(problem.pair_counts(block, weight)))
 
   sums, alarm = problem.map_pairs(histograms)
   hists, counts = problem.sum_blocks(sums)

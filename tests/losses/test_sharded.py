@@ -271,7 +271,8 @@ def test_map_pairs_weights_count_every_ordered_pair(block_size):
   valid = jnp.asarray(np.arange(24) != 7)
   problem = _shard.from_embeddings(e, y, valid, matrix_fn=pairwise.cosine_similarity, block_size=block_size)
   out, _ = problem.map_pairs(lambda b, w: (jnp.sum(jnp.where(b.valid, w, 0.0)),
-                                           jnp.sum(jnp.where(b.positive, w * b.matrix, 0.0)), jnp.asarray(b.matrix.size)))
+                                           jnp.sum(jnp.where(b.positive, w * b.matrix, 0.0)),
+                                           jnp.asarray(b.matrix.size)))
   count, positive_sum, entries = (np.sum(x) for x in jax.device_get(out))
   masks = labels.pair_masks(y, query_valid=valid)
   full = pairwise.cosine_similarity(e, e)
