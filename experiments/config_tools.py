@@ -26,7 +26,8 @@ COSMETIC_KEYS = ("name", "log_every", "checkpoint_every", "progress", "seeds", "
 # feature off). A saved config without such a key compares as having this value, and the run hash leaves the key out
 # at this value, so run directories and sweep records written before the key existed still resume and are still
 # reused. Any other value changes the hash and, like every key outside SAFE_KEYS, is refused on restart.
-ADDED_KEYS = {"memory.size": 0, "memory.start_step": 0, "model.dtype": "float32", "npair_mining": False}
+ADDED_KEYS = {"memory.size": 0, "memory.start_step": 0, "model.dtype": "float32", "npair_mining": False,
+              "validation_per_class": 0, "selection_metric": "map@r"}
 
 
 def parse_value(text: str) -> Any:

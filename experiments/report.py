@@ -64,7 +64,8 @@ def _plt():
 
 
 def plot_curves(records: List[dict], path: str, title: str, labels: Optional[List[str]] = None) -> None:
-  """Training loss (interval means) and the evaluation curves (validation MAP@R, test Recall@1 / MAP@R / accuracy)."""
+  """Training loss (interval means) and the evaluation curves (the validation selection metric, test Recall@1 / MAP@R /
+  accuracy)."""
   plt = _plt()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -76,7 +77,7 @@ def plot_curves(records: List[dict], path: str, title: str, labels: Optional[Lis
     steps = [0] + [e["step"] for e in r["evals"]]
     series = []
     if "validation" in r["untrained"]:
-      series.append(("validation", "map@r", "-"))
+      series.append(("validation", r["config"].get("selection_metric", "map@r"), "-"))
     test_key = next(k for k in ("map@r", "softmax_accuracy", "knn_accuracy", "recall@1") if k in r["untrained"]["test"])
     series.append(("test", test_key, "--"))
     for split, key, style in series:

@@ -153,19 +153,30 @@ def evaluate_state(c, trainer, state, sets: EvalSets) -> Dict[str, Dict[str, flo
   test_x, test_y = sets.test
   emb = embed_all(trainer, state, test_x, min(bs, len(test_x)))
   out = {}
-  if "classification" in groups:
+  same_classes = c.split == "limited"  # validation images of the training classes, classified by the training set
+  ref = None
+  if "classification" in groups or (same_classes and sets.validation is not None):
     train_x, train_y = sets.train
     ref = embed_all(trainer, state, train_x, min(bs, len(train_x)))
+
+  def softmax(x, y, features):  # S0: the network's own softmax classifier W1
+    return evaluation.softmax_accuracy(softmax_logits(trainer, state, x, min(bs, len(x)), features), y)
+
+  if "classification" in groups:
     out["test"] = evaluation.evaluate(emb, test_y, ref, train_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
-    if c.model.two_channel:  # S0: the network's own softmax classifier W1 on the test images
-      out["test"]["softmax_accuracy"] = evaluation.softmax_accuracy(
-          softmax_logits(trainer, state, test_x, min(bs, len(test_x)), emb), test_y)
+    if c.model.two_channel:
+      out["test"]["softmax_accuracy"] = softmax(test_x, test_y, emb)
   else:
     out["test"] = evaluation.evaluate(emb, test_y, ks=tuple(c.ks), metrics=groups, seed=c.seed)
   if sets.validation is not None:
     vx, vy = sets.validation
-    out["validation"] = evaluation.evaluate(embed_all(trainer, state, vx, min(bs, len(vx))), vy, ks=tuple(c.ks),
-                                            metrics=("retrieval",))
+    vemb = embed_all(trainer, state, vx, min(bs, len(vx)))
+    if same_classes:  # the selection metrics only (no SVM fit per evaluation)
+      out["validation"] = {"knn_accuracy": evaluation.knn_accuracy(ref, train_y, vemb, vy)}
+      if c.model.two_channel:
+        out["validation"]["softmax_accuracy"] = softmax(vx, vy, vemb)
+    else:
+      out["validation"] = evaluation.evaluate(vemb, vy, ks=tuple(c.ks), metrics=("retrieval",))
   if c.get("eval_train_classes", False):
     tx, ty = sets.train_subset
     out["train_classes"] = evaluation.evaluate(embed_all(trainer, state, tx, min(bs, len(tx))), ty, ks=tuple(c.ks),
@@ -201,13 +212,13 @@ def diagnostics(c, trainer, state, sets: EvalSets, bins: int = 80) -> dict:
 
 # -- the record ------------------------------------------------------------------------------------------------------
 
-def select(evals: List[dict], has_validation: bool) -> dict:
-  """The reported step: best validation MAP@R (earliest on ties) when there is a validation part, else the last."""
+def select(evals: List[dict], has_validation: bool, metric: str = SELECTION_METRIC) -> dict:
+  """The reported step: best validation `metric` (earliest on ties) when there is a validation part, else the last."""
   if not evals:
     raise ValueError("the run has no evaluation to select from.")
   if has_validation:
-    best = max(evals, key=lambda e: (e["validation"][SELECTION_METRIC], -e["step"]))
-    return {"rule": f"best validation {SELECTION_METRIC}", "step": best["step"]}
+    best = max(evals, key=lambda e: (e["validation"][metric], -e["step"]))
+    return {"rule": f"best validation {metric}", "step": best["step"]}
   return {"rule": "last step", "step": evals[-1]["step"]}
 
 
@@ -258,6 +269,8 @@ def run_one(c, run_dir: str, *, command: str, overwrite: bool = False, log: Call
   from metric_jax.train import from_config
   from metric_jax.train.restore import PREPROCESS_FILE, RUN_FILE
 
+  if c.get("validation", False):
+    from_config.selection_metric(c)  # a metric the validation part does not measure fails before anything is written
   plain = config_tools.to_plain(c)
   finished = prepare_run_dir(plain, run_dir, overwrite=overwrite)
   if finished is not None:
@@ -317,7 +330,8 @@ def run_one(c, run_dir: str, *, command: str, overwrite: bool = False, log: Call
                              meta={"config": c.name}, log=log,
                              on_state=(lambda st: live.__setitem__("state", st)) if mining else None)
   evals, curve = collect(run_dir)
-  selection = select(evals, parts.validation is not None)
+  has_validation = parts.validation is not None
+  selection = select(evals, has_validation, from_config.selection_metric(c) if has_validation else SELECTION_METRIC)
   selected = next(e for e in evals if e["step"] == selection["step"])
   record = {
       "name": c.name, "seed": int(c.seed), "config": plain, "config_hash": config_tools.config_hash(plain),

@@ -36,8 +36,8 @@ from experiments import config_tools, report
 class Variant:
   """One configuration of a sweep: `name` (a directory name) and dotted config overrides.
 
-  `group`: variants of one group are a hyperparameter grid; the one with the best mean validation MAP@R represents the
-  group in the main table (never chosen on test). `label`: the name shown in tables and plots (default `name`)."""
+  `group`: variants of one group are a hyperparameter grid; the one with the best mean validation score (MAP@R, or the
+  runs' `config.selection_metric`) represents the group in the main table (never chosen on test). `label`: the name shown in tables and plots (default `name`)."""
   name: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   group: Optional[str] = None
@@ -206,7 +206,7 @@ def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, d
 def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dict:
   """`{"variants": {name: {"records": [...], "summary": ...}}, "rows": {row: variant name}, "missing": [...]}`."""
   out = {"variants": {}, "missing": []}
-  selection_seeds = {}
+  selection_seeds, metrics = {}, set()
   for v in sweep.variants:
     records, found = [], []
     for s in seeds:
@@ -219,12 +219,17 @@ def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dic
       out["variants"][v.name] = {"records": records, "summary": report.summarize(records),
                                  "label": v.label or v.name, "group": v.group, "overrides": dict(v.overrides)}
       selection_seeds[v.name] = found
+      metrics.update(r["config"].get("selection_metric", "map@r") for r in records)
+  if len(metrics) > 1:
+    raise ValueError(f"sweep {sweep.name}: the records select steps by different validation metrics "
+                     f"{sorted(metrics)}; one sweep compares its variants on one.")
+  out["selection_metric"] = metric = metrics.pop() if metrics else "map@r"
   rows, chosen = {}, {}
   for v in sweep.variants:
     if v.name not in out["variants"]:
       continue
     key = v.group or v.name
-    val = out["variants"][v.name]["summary"]["selected"].get("validation", {}).get("map@r")
+    val = out["variants"][v.name]["summary"]["selected"].get("validation", {}).get(metric)
     values = val["values"] if val else []
     if v.group and sweep.grid_seeds is not None:   # compare the grid values on the seeds every one of them ran
       values = [x for x, s in zip(values, selection_seeds[v.name]) if s in sweep.grid_seeds]
@@ -290,29 +295,33 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
   metrics = list(sweep.metrics)
   first_rows = list(results["rows"])
   has_val = any(v["summary"]["selected"].get("validation") for v in results["variants"].values())
-  head = ["variant"] + [f"test {m}" for m in metrics] + (["val map@r"] if has_val else []) + ["steps"]
-  grid_rule = (f"the grid value with the best validation MAP@R on seed(s) {', '.join(map(str, sweep.grid_seeds))}, "
-               "then run on every seed" if sweep.grid_seeds is not None else
-               "the grid value with the best validation MAP@R")
+  sel = results.get("selection_metric", "map@r")
+  sel_name = "MAP@R" if sel == "map@r" else sel
+  head = ["variant"] + [f"test {m}" for m in metrics] + ([f"val {sel}"] if has_val else []) + ["steps"]
+  grid_rule = (f"the grid value with the best validation {sel_name} on seed(s) "
+               f"{', '.join(map(str, sweep.grid_seeds))}, then run on every seed" if sweep.grid_seeds is not None else
+               f"the grid value with the best validation {sel_name}")
   lines += [f"Test metrics at the selected step, mean ± std over seeds (groups: {grid_rule}):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in first_rows:
     name = results["rows"][row]
     s = results["variants"][name]["summary"]
     cells = [_label(results, row)] + [report.fmt(s["selected"]["test"].get(m)) for m in metrics]
     if has_val:
-      cells.append(report.fmt(s["selected"].get("validation", {}).get("map@r")))
+      cells.append(report.fmt(s["selected"].get("validation", {}).get(sel)))
     cells.append(",".join(map(str, s["selected_steps"])))
     lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
   grouped = [v for v in sweep.variants if v.group and v.name in results["variants"]]
   if grouped:
-    lines += ["Every grid value (validation MAP@R decides; test shown for completeness):", "",
-              "| variant | group | val map@r | test map@r | test recall@1 |", "|---|---|---|---|---|"]
+    shown = ["map@r", "recall@1"] if sel == "map@r" else metrics[:2]
+    lines += [f"Every grid value (validation {sel_name} decides; test shown for completeness):", "",
+              f"| variant | group | val {sel} | " + " | ".join(f"test {m}" for m in shown) + " |",
+              "|---|---|---|" + "---|" * len(shown)]
     for v in grouped:
       s = results["variants"][v.name]["summary"]["selected"]
       mark = " (chosen)" if results["rows"].get(v.group) == v.name else ""
-      lines.append(f"| {v.name}{mark} | {v.group} | {report.fmt(s.get('validation', {}).get('map@r'))} | "
-                   f"{report.fmt(s['test'].get('map@r'))} | {report.fmt(s['test'].get('recall@1'))} |")
+      lines.append(f"| {v.name}{mark} | {v.group} | {report.fmt(s.get('validation', {}).get(sel))} | "
+                   + " | ".join(report.fmt(s["test"].get(m)) for m in shown) + " |")
     lines.append("")
   if any(v["summary"]["untrained"].get("test") for v in results["variants"].values()):
     v0 = next(iter(results["variants"].values()))["summary"]["untrained"]["test"]
@@ -377,7 +386,8 @@ def plot_sweep(sweep: Sweep, results: dict, results_dir: str) -> List[str]:
 
   def eval_curve(recs):
     key = "validation" if "validation" in recs[0]["untrained"] else "test"
-    metric = "map@r" if "map@r" in recs[0]["untrained"][key] else next(iter(recs[0]["untrained"][key]))
+    measured = recs[0]["untrained"][key]
+    metric = next((m for m in (results.get("selection_metric"), "map@r") if m in measured), next(iter(measured)))
     steps = [0] + [e["step"] for e in recs[0]["evals"]]
     vals = np.asarray([[rec["untrained"][key][metric]] + [e[key][metric] for e in rec["evals"]] for rec in recs
                        if len(rec["evals"]) == len(recs[0]["evals"])])

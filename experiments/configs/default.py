@@ -30,7 +30,11 @@ def get_config():
   c.samples_per_class = 0              # limited-data protocol: n per class
   c.image_size = 0                     # resize images to image_size x image_size at load time; 0 = native size
   c.validation = False                 # retrieval: carve validation classes out of the training classes and report
-                                       # the test metrics at the step of the best validation MAP@R
+                                       # the test metrics at the step of the best validation MAP@R; limited: hold
+                                       # out `validation_per_class` training images per class instead
+  c.validation_per_class = 0           # limited-data protocol with validation: images per class held out of the pool
+  c.selection_metric = "map@r"         # the validation metric that picks the reported step (limited: knn_accuracy or,
+                                       # for two-channel nets, softmax_accuracy)
   c.eval_train_classes = False         # also evaluate retrieval on (2000 images of) the training classes
 
   c.preprocess = ml_collections.ConfigDict(dict(kind="shift", crop_padding=1))  # float | shift | standardize | flip | lcn | gcn_zca

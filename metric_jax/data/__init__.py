@@ -6,6 +6,7 @@ Datasets are prepared with tensorflow-datasets *without TensorFlow*: builders wr
   get_builder(name, *, data_dir=None, manual_dir=None)          prepared tfds builder
   load_arrays(name, split, ...)                                 (images uint8 [N, H, W, C], labels int32 [N])
   retrieval_split / limited_data_split                          (train, test) ArraySplits
+  limited_data_splits                                           (train, validation, test), S0 with a held-out part
   retrieval_splits                                              (train, validation, test), class-disjoint
   PKSampler, NPairSampler, PairSampler, RandomSampler, ClassAccumulatingSampler
   BatchLoader(images, labels, sampler, *, transform, start_step, prefetch, seed)
@@ -18,12 +19,12 @@ from metric_jax.data.builders import BUILDERS, CorruptFileError, MissingFileErro
 from metric_jax.data.loader import BatchLoader
 from metric_jax.data.samplers import (ClassAccumulatingSampler, NPairSampler, PairSampler, PKSampler, RandomSampler,
                                       greedy_negative_class_miner)
-from metric_jax.data.splits import (ArraySplit, RetrievalSplits, limited_data_split, make_split, retrieval_split,
-                                   retrieval_splits)
+from metric_jax.data.splits import (ArraySplit, RetrievalSplits, limited_data_split, limited_data_splits, make_split,
+                                   retrieval_split, retrieval_splits)
 
 __all__ = [
     "ArraySplit", "BUILDERS", "BatchLoader", "ClassAccumulatingSampler", "CorruptFileError", "MissingFileError",
     "NPairSampler", "PKSampler", "PairSampler", "RandomSampler", "decode_image", "get_builder",
-    "greedy_negative_class_miner", "limited_data_split", "load_arrays", "make_split", "preprocessing", "retrieval_split",
-    "retrieval_splits", "RetrievalSplits",
+    "greedy_negative_class_miner", "limited_data_split", "limited_data_splits", "load_arrays", "make_split",
+    "preprocessing", "retrieval_split", "retrieval_splits", "RetrievalSplits",
 ]

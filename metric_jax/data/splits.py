@@ -233,6 +233,39 @@ def draw_per_class(labels: np.ndarray, samples_per_class: int, *, seed: int) -> 
   return np.sort(np.concatenate(chosen))
 
 
+def _limited_pool(name, data_dir, manual_dir, split_seed, image_size):
+  """`(pool_x, pool_y, test_x, test_y)` of the limited-data protocol (see `limited_data_split`)."""
+  if name not in _HALF_CLASS_DATASETS:
+    raise ValueError(f"`name` must be one of {_HALF_CLASS_DATASETS} for the limited-data protocol, got {name!r}.")
+  cls = _registry.BUILDERS[name]
+  _, manual = _registry.resolve_dirs(name, data_dir, manual_dir)
+  available = cls.available_splits(manual)
+  if "train" in available and "test" in available:
+    pool_x, pool_y = _registry.load_arrays(name, "train", data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
+    test_x, test_y = _registry.load_arrays(name, "test", data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
+    return pool_x, pool_y, test_x, test_y
+  split = "test" if "test" in available else "train"
+  if split not in available:
+    raise cls.missing_error("test", manual)
+  x, y = _registry.load_arrays(name, split, data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
+  pool, test = stratified_halves(y, seed=split_seed, first_size=y.shape[0] // 2)
+  return x[pool], y[pool], x[test], y[test]
+
+
+def _check_samples_per_class(samples_per_class):
+  if not isinstance(samples_per_class, (int, np.integer)) or samples_per_class < 0:
+    raise ValueError(f"`samples_per_class` must be a positive integer (or 0: the whole pool), got "
+                     f"{samples_per_class!r}.")
+
+
+def _relabelled(parts, pool_y, test_y):
+  """`ArraySplit`s of `[(images, labels), ...]` sharing one label space (the classes of the pool and the test set)."""
+  classes = np.unique(np.concatenate([pool_y, test_y]))
+  lookup = {int(c): i for i, c in enumerate(classes)}
+  return tuple(ArraySplit(x, np.asarray([lookup[int(v)] for v in y], dtype=np.int32), int(classes.size))
+               for x, y in parts)
+
+
 def limited_data_split(name: str, samples_per_class: int, *, seed: int, data_dir=None, manual_dir=None,
                        split_seed: int = 0, image_size: Optional[Tuple[int, int]] = None
                        ) -> Tuple[ArraySplit, ArraySplit]:
@@ -257,29 +290,29 @@ def limited_data_split(name: str, samples_per_class: int, *, seed: int, data_dir
     S0 (PairNet: classification + local distribution (pairwise) constraint; see DESIGN.md): limited-data protocol,
     N samples per class, each draw repeated 3 times, mean +- std.
   """
-  if name not in _HALF_CLASS_DATASETS:
-    raise ValueError(f"`name` must be one of {_HALF_CLASS_DATASETS} for the limited-data protocol, got {name!r}.")
-  if not isinstance(samples_per_class, (int, np.integer)) or samples_per_class < 0:
-    raise ValueError(f"`samples_per_class` must be a positive integer (or 0: the whole pool), got "
-                     f"{samples_per_class!r}.")
-  cls = _registry.BUILDERS[name]
-  _, manual = _registry.resolve_dirs(name, data_dir, manual_dir)
-  available = cls.available_splits(manual)
-  if "train" in available and "test" in available:
-    pool_x, pool_y = _registry.load_arrays(name, "train", data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
-    test_x, test_y = _registry.load_arrays(name, "test", data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
-  else:
-    split = "test" if "test" in available else "train"
-    if split not in available:
-      raise cls.missing_error("test", manual)
-    x, y = _registry.load_arrays(name, split, data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
-    pool, test = stratified_halves(y, seed=split_seed, first_size=y.shape[0] // 2)
-    pool_x, pool_y, test_x, test_y = x[pool], y[pool], x[test], y[test]
+  _check_samples_per_class(samples_per_class)
+  pool_x, pool_y, test_x, test_y = _limited_pool(name, data_dir, manual_dir, split_seed, image_size)
   chosen = (np.arange(len(pool_y)) if samples_per_class == 0
             else draw_per_class(pool_y, samples_per_class, seed=seed))
-  classes = np.unique(np.concatenate([pool_y, test_y]))
-  remap = {int(c): i for i, c in enumerate(classes)}
-  relabel = lambda y: np.asarray([remap[int(v)] for v in y], dtype=np.int32)
-  train = ArraySplit(pool_x[chosen], relabel(pool_y[chosen]), int(classes.size))
-  test = ArraySplit(test_x, relabel(test_y), int(classes.size))
-  return train, test
+  return _relabelled([(pool_x[chosen], pool_y[chosen]), (test_x, test_y)], pool_y, test_y)
+
+
+def limited_data_splits(name: str, samples_per_class: int, validation_per_class: int, *, seed: int, data_dir=None,
+                        manual_dir=None, split_seed: int = 0, image_size: Optional[Tuple[int, int]] = None
+                        ) -> Tuple[ArraySplit, ArraySplit, ArraySplit]:
+  """`limited_data_split` with a validation part held out of the training pool: `(train, validation, test)`.
+
+  `validation_per_class` images of every class are drawn from the pool with `split_seed` (the same validation images
+  for every `seed`), then the `samples_per_class` training images (0: all the rest) from what is left with `seed`, so
+  train, validation and test never share an image. Validation has the training classes (S0 is classification): use it
+  to choose a learning rate or a step budget without looking at the test set.
+  """
+  _check_samples_per_class(samples_per_class)
+  if not isinstance(validation_per_class, (int, np.integer)) or validation_per_class <= 0:
+    raise ValueError(f"`validation_per_class` must be a positive integer, got {validation_per_class!r}.")
+  pool_x, pool_y, test_x, test_y = _limited_pool(name, data_dir, manual_dir, split_seed, image_size)
+  held = draw_per_class(pool_y, validation_per_class, seed=split_seed)
+  rest = np.setdiff1d(np.arange(len(pool_y)), held)
+  chosen = rest if samples_per_class == 0 else rest[draw_per_class(pool_y[rest], samples_per_class, seed=seed)]
+  return _relabelled([(pool_x[chosen], pool_y[chosen]), (pool_x[held], pool_y[held]), (test_x, test_y)],
+                     pool_y, test_y)

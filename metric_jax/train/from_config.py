@@ -43,10 +43,31 @@ def load_data(c) -> RunData:
     return RunData(train, None, test)
   if c.split == "limited":
     if c.get("validation", False):
-      raise ValueError("`config.validation` is not defined for the limited-data split (S0 reports the last step).")
+      per_class = c.get("validation_per_class", 0)
+      if not isinstance(per_class, int) or per_class <= 0:
+        raise ConfigError("`config.validation_per_class` must be a positive int (images per class held out of the "
+                          f"training pool) when `config.validation` is set with the limited split, got {per_class!r}.")
+      return RunData(*data.limited_data_splits(c.dataset, c.samples_per_class, per_class, seed=c.seed, **kw))
     train, test = data.limited_data_split(c.dataset, c.samples_per_class, seed=c.seed, **kw)
     return RunData(train, None, test)
   raise ValueError(f"`config.split` must be 'retrieval' or 'limited', got {c.split!r}.")
+
+
+RETRIEVAL_SELECTION = ("map@r", "r_precision", "precision@1")
+
+
+def selection_metric(c) -> str:
+  """The validation metric that picks a run's reported step (`config.selection_metric`), checked against what the
+  validation part measures: retrieval metrics on held-out classes (`retrieval`), or the kNN classifier's accuracy on
+  held-out images of the training classes (`limited`; also the softmax classifier W1 of a two-channel net)."""
+  metric = c.get("selection_metric", "map@r")
+  if c.split == "limited":
+    allowed = ("knn_accuracy",) + (("softmax_accuracy",) if c.model.two_channel else ())
+  else:
+    allowed = RETRIEVAL_SELECTION + tuple(f"recall@{k}" for k in c.ks)
+  if metric not in allowed:
+    raise ConfigError(f"`config.selection_metric` must be one of {allowed} for the {c.split!r} split, got {metric!r}.")
+  return metric
 
 
 PREPROCESS_KINDS = ("float", "shift", "standardize", "flip", "lcn", "gcn_zca")

@@ -99,6 +99,27 @@ def test_mnist_limited_data_draws_from_official_train_and_tests_on_official_test
   assert np.bincount(big.labels).tolist() == [5000] * 10  # more per class than the whole test set holds of any digit
 
 
+def test_mnist_limited_data_splits_hold_out_a_fixed_validation_part_of_the_official_train(mnist_dir, data_dir,
+                                                                                          mnist_arrays):
+  train, validation, test = data.limited_data_splits("mnist", 0, 500, seed=0, data_dir=data_dir, manual_dir=mnist_dir)
+  assert (len(train.labels), len(validation.labels), len(test.labels)) == (55000, 5000, 10000)
+  assert np.bincount(validation.labels).tolist() == [500] * 10
+  assert train.num_classes == validation.num_classes == test.num_classes == 10
+  # Train and validation together are exactly the official training images (a partition, duplicates counted).
+  assert _row_hashes(train.images, train.labels) + _row_hashes(validation.images, validation.labels) == \
+      _row_hashes(*mnist_arrays["train"])
+  assert _row_hashes(test.images, test.labels) == _row_hashes(*mnist_arrays["test"])
+  drawn, validation_1, _ = data.limited_data_splits("mnist", 60, 500, seed=1, data_dir=data_dir, manual_dir=mnist_dir)
+  np.testing.assert_array_equal(validation_1.images, validation.images)  # the same validation images for every draw
+  assert np.bincount(drawn.labels).tolist() == [60] * 10
+  train_rows = _row_hashes(*mnist_arrays["train"])
+  together = _row_hashes(drawn.images, drawn.labels) + _row_hashes(validation.images, validation.labels)
+  assert all(train_rows[k] >= n for k, n in together.items())  # the draw never takes a validation image
+  for bad in (0, -1, 2.5):
+    with pytest.raises(ValueError, match="validation_per_class"):
+      data.limited_data_splits("mnist", 60, bad, seed=0, data_dir=data_dir, manual_dir=mnist_dir)
+
+
 @pytest.fixture(scope="module")
 def mnist_test_only_dir(mnist_dir, tmp_path_factory):
   """A copy of the MNIST folder WITHOUT the training files: the one-split (halves) fallback of the limited protocol."""

@@ -133,6 +133,31 @@ def test_pairnet_two_channel_run_reports_softmax_knn_and_svm_accuracy(tmp_path):
   assert rec["data"]["train"] == {"images": 200, "classes": 10}
 
 
+def test_limited_split_with_validation_selects_the_step_on_held_out_training_images(tmp_path):
+  from experiments.configs import pairnet_mnist
+  c = _small_pairnet(pairnet_mnist.get_config())
+  c.samples_per_class, c.num_steps, c.eval_every = 20, 4, 2
+  c.validation, c.validation_per_class, c.selection_metric = True, 10, "softmax_accuracy"
+  rec = _run(c, tmp_path / "w")[0]
+  # sklearn_digits: 1797 images, a stratified half is the pool (~90 per class); 10 per class are held out first.
+  assert rec["data"]["train"] == {"images": 200, "classes": 10}
+  assert rec["data"]["validation"] == {"images": 100, "classes": 10}
+  assert [e["step"] for e in rec["evals"]] == [2, 4]
+  assert set(rec["evals"][0]["validation"]) == {"knn_accuracy", "softmax_accuracy"}
+  best = max(rec["evals"], key=lambda e: (e["validation"]["softmax_accuracy"], -e["step"]))
+  assert rec["selection"] == {"rule": "best validation softmax_accuracy", "step": best["step"]}
+  assert rec["selected"] == best
+  refused = (({"selection_metric": "map@r"}, r"config\.selection_metric.*'limited'.*'map@r'"),
+             ({"validation_per_class": 0}, r"config\.validation_per_class.*positive"))
+  for i, (changes, match) in enumerate(refused):
+    bad = _small_pairnet(pairnet_mnist.get_config())
+    bad.validation, bad.validation_per_class, bad.selection_metric = True, 10, "knn_accuracy"
+    for key, value in changes.items():
+      bad[key] = value
+    with pytest.raises(from_config.ConfigError, match=match):
+      run.run_one(bad, str(tmp_path / f"bad{i}"), command="test", log=lambda m: None)
+
+
 def test_negative_class_mining_run_resumes_exactly(tmp_path):
   """S3's mining reads the current network; batches are computed on demand, so 2 + 2 steps == 4 steps."""
   from metric_jax import train
