@@ -118,6 +118,21 @@ def record_path(results_dir: str, sweep: str, variant: str, seed: int) -> str:
   return os.path.join(results_dir, sweep, variant, f"seed_{seed}.json")
 
 
+def diverged_path(results_dir: str, sweep: str, variant: str, seed: int) -> str:
+  """Where a run whose loss became non-finite is recorded (a grid value that diverges is a result, not a crash)."""
+  return os.path.join(results_dir, sweep, variant, f"diverged_seed_{seed}.json")
+
+
+def _diverged(results_dir: str, sweep: str, variant: str, seed: int, config_hash: Optional[str] = None):
+  """The divergence record of (variant, seed), if any (and, given `config_hash`, only one of that config)."""
+  path = diverged_path(results_dir, sweep, variant, seed)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  return record if config_hash is None or record.get("config_hash") == config_hash else None
+
+
 def _index_records(results_dir: str) -> Dict[str, str]:
   """config hash -> path of a finished record, over every sweep's records (identical configs may be reused)."""
   index = {}
@@ -170,11 +185,14 @@ def run_sweep(sweep: Sweep, workdir: str, results_dir: str, *, command: str, onl
 def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, durations: list, t0: float, *,
               command: str, tables_only: bool, log) -> None:
   from experiments import run
+  from metric_jax.train.loop import NonFiniteError
   for i, (variant, seed) in enumerate(jobs, 1):
     path = record_path(results_dir, sweep.name, variant.name, seed)
     c = variant_config(sweep, variant, seed)
     plain = config_tools.to_plain(c)
     h = config_tools.config_hash(plain)
+    if _diverged(results_dir, sweep.name, variant.name, seed, h) is not None:
+      continue  # deterministic: the same config diverges again
     if os.path.exists(path):
       with open(path) as f:
         existing = json.load(f)
@@ -196,8 +214,15 @@ def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, d
     eta = f"{np.mean(durations) * left / 60:.0f} min left" if durations else "estimate after the first run"
     log(f"[{i}/{len(jobs)}] {sweep.name}: {variant.name} seed {seed} (elapsed {elapsed / 60:.1f} min, {eta})")
     t_run = time.perf_counter()
-    record = run.run_one(c, os.path.join(workdir, variant.name, f"seed_{seed}"), command=command, log=log,
-                         write_artifacts=False)
+    try:
+      record = run.run_one(c, os.path.join(workdir, variant.name, f"seed_{seed}"), command=command, log=log,
+                           write_artifacts=False)
+    except NonFiniteError as e:
+      _save_record(diverged_path(results_dir, sweep.name, variant.name, seed),
+                   {"name": c.name, "seed": int(seed), "config": plain, "config_hash": h, "command": command,
+                    "finished": False, "diverged": str(e), "machine": run.machine(), "versions": run.versions()})
+      log(f"[{i}/{len(jobs)}] {variant.name} seed {seed}: diverged ({e}); recorded, the sweep goes on.")
+      continue
     durations.append(time.perf_counter() - t_run)
     _save_record(path, record)
     index[h] = path
@@ -205,7 +230,7 @@ def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, d
 
 def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dict:
   """`{"variants": {name: {"records": [...], "summary": ...}}, "rows": {row: variant name}, "missing": [...]}`."""
-  out = {"variants": {}, "missing": []}
+  out = {"variants": {}, "missing": [], "diverged": []}
   selection_seeds, metrics = {}, set()
   for v in sweep.variants:
     records, found = [], []
@@ -215,6 +240,8 @@ def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dic
         with open(path) as f:
           records.append(json.load(f))
         found.append(s)
+      elif (d := _diverged(results_dir, sweep.name, v.name, s)) is not None:
+        out["diverged"].append({"variant": v.name, "label": v.label or v.name, "seed": s, "message": d["diverged"]})
     if records:
       out["variants"][v.name] = {"records": records, "summary": report.summarize(records),
                                  "label": v.label or v.name, "group": v.group, "overrides": dict(v.overrides)}
@@ -238,7 +265,8 @@ def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dic
       rows[key], chosen[key] = v.name, score
   out["rows"] = rows
   out["missing"] = [f"{v.name}/seed_{s}" for v, s in sweep.expected_jobs(seeds, rows)
-                    if not os.path.exists(record_path(results_dir, sweep.name, v.name, s))]
+                    if not os.path.exists(record_path(results_dir, sweep.name, v.name, s))
+                    and _diverged(results_dir, sweep.name, v.name, s) is None]
   out["expected"] = len(sweep.expected_jobs(seeds, rows))
   return out
 
@@ -289,9 +317,11 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
   if sweep.protocol:
     lines += ["Protocol: " + sweep.protocol, ""]
   done = sum(len(v["records"]) for v in results["variants"].values())
+  diverged = results.get("diverged", [])
   lines += [f"Runs finished: {done} of {results.get('expected', len(sweep.variants) * len(sweep.seeds))} (seeds "
-            f"{', '.join(map(str, sweep.seeds))})" + (f"; missing: {', '.join(results['missing'])}." if
-                                                        results["missing"] else "."), ""]
+            f"{', '.join(map(str, sweep.seeds))})"
+            + (f"; diverged: {len(diverged)} (listed below)" if diverged else "")
+            + (f"; missing: {', '.join(results['missing'])}." if results["missing"] else "."), ""]
   metrics = list(sweep.metrics)
   first_rows = list(results["rows"])
   has_val = any(v["summary"]["selected"].get("validation") for v in results["variants"].values())
@@ -311,13 +341,20 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
     cells.append(",".join(map(str, s["selected_steps"])))
     lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
-  grouped = [v for v in sweep.variants if v.group and v.name in results["variants"]]
+  diverged_seeds = {}
+  for d in diverged:
+    diverged_seeds.setdefault(d["variant"], []).append(str(d["seed"]))
+  grouped = [v for v in sweep.variants if v.group and (v.name in results["variants"] or v.name in diverged_seeds)]
   if grouped:
     shown = ["map@r", "recall@1"] if sel == "map@r" else metrics[:2]
     lines += [f"Every grid value (validation {sel_name} decides; test shown for completeness):", "",
               f"| variant | group | val {sel} | " + " | ".join(f"test {m}" for m in shown) + " |",
               "|---|---|---|" + "---|" * len(shown)]
     for v in grouped:
+      if v.name not in results["variants"]:
+        lines.append(f"| {v.name} | {v.group} | diverged (seed {', '.join(diverged_seeds[v.name])}) | "
+                     + " | ".join("–" for _ in shown) + " |")
+        continue
       s = results["variants"][v.name]["summary"]["selected"]
       mark = " (chosen)" if results["rows"].get(v.group) == v.name else ""
       lines.append(f"| {v.name}{mark} | {v.group} | {report.fmt(s.get('validation', {}).get(sel))} | "
@@ -327,6 +364,11 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
     v0 = next(iter(results["variants"].values()))["summary"]["untrained"]["test"]
     lines += ["Untrained network (first variant's seeds): "
               + ", ".join(f"test {m} {report.fmt(v0.get(m))}" for m in metrics if m in v0) + ".", ""]
+  if diverged:
+    lines += ["Diverged runs (the loss or its gradient became non-finite; recorded in `diverged_seed_<s>.json`, not "
+              "redone, never chosen):", ""]
+    lines += [f"- {d['label']} seed {d['seed']}: {d['message'].split('; training stopped')[0]}" for d in diverged]
+    lines.append("")
   verdicts = [(c, claim_verdict(results, c)) for c in sweep.claims]
   if verdicts:
     lines += ["Claims (verdict: held when the mean paired difference exceeds one std of it, did not hold when it is "
@@ -348,7 +390,7 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
   with open(os.path.join(results_dir, f"{sweep.name}.md"), "w") as f:
     f.write("\n".join(lines))
   summary = {"name": sweep.name, "command": command, "base": sweep.base, "seeds": list(sweep.seeds),
-             "rows": results["rows"], "missing": results["missing"],
+             "rows": results["rows"], "missing": results["missing"], "diverged": diverged,
              "variants": {k: {kk: vv for kk, vv in v.items() if kk != "records"} for k, v in
                           results["variants"].items()},
              "claims": [{"paper": c.paper, "text": c.text, "better": c.better, "worse": c.worse, "metric": c.metric,

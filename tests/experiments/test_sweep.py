@@ -3,6 +3,7 @@ skip-finished, reuse of identical configs across sweeps, grid selection on valid
 
 import json
 import os
+import re
 import textwrap
 
 import pytest
@@ -104,3 +105,38 @@ def test_sweep_errors_name_the_problem(tmp_path):
     sweep_lib.run_sweep(sw, str(tmp_path / "r"), str(tmp_path / "res"), command="x", only=["nope"])
   with pytest.raises(KeyError, match="learning_rat"):
     sweep_lib.variant_config(sw, sweep_lib.Variant("v", {"optimizer.learning_rat": 0.1}), 0)
+
+
+DIVERGING_SWEEP = textwrap.dedent('''
+    from experiments.sweep import Sweep, Variant
+
+    def get_sweep():
+      return Sweep(
+          name="lr", base="experiments/configs/default.py", seeds=(0,),
+          base_overrides={"num_steps": 4, "eval_every": 2, "checkpoint_every": 2, "log_every": 1, "validation": True,
+                          "classes_per_batch": 3, "model.lenet_channels": (4, 8), "model.lenet_hidden": 16,
+                          "optimizer.name": "sgd"},
+          variants=[Variant("lr_small", {"optimizer.learning_rate": 1e-3}, group="lr"),
+                    Variant("lr_huge", {"optimizer.learning_rate": 1e30}, group="lr")])
+''')
+
+
+def test_a_diverging_grid_value_is_recorded_not_redone_and_never_chosen(tmp_path):
+  path = tmp_path / "lr.py"
+  path.write_text(DIVERGING_SWEEP)
+  sw = sweep_lib.load_sweep(str(path))
+  results_dir = str(tmp_path / "results")
+  logs = []
+  results = sweep_lib.run_sweep(sw, str(tmp_path / "runs"), results_dir, command="x", log=logs.append)
+  assert results["rows"] == {"lr": "lr_small"} and results["missing"] == []
+  assert [(d["variant"], d["seed"]) for d in results["diverged"]] == [("lr_huge", 0)]
+  assert re.match(r"step \d+: the (loss|gradient norm) is (nan|inf|-inf) ", results["diverged"][0]["message"])
+  record = json.load(open(sweep_lib.diverged_path(results_dir, "lr", "lr_huge", 0)))
+  assert record["finished"] is False and record["config"]["optimizer"]["learning_rate"] == 1e30
+  assert not os.path.exists(sweep_lib.record_path(results_dir, "lr", "lr_huge", 0))
+  table = open(os.path.join(results_dir, "lr.md")).read()
+  assert "Runs finished: 1 of 2 (seeds 0); diverged: 1 (listed below)." in table
+  assert "| lr_huge | lr | diverged (seed 0) |" in table and "- lr_huge seed 0: step " in table
+  logs.clear()
+  sweep_lib.run_sweep(sw, str(tmp_path / "runs"), results_dir, command="x", log=logs.append)
+  assert not any("lr_huge" in m for m in logs)  # the same config diverges again: not redone
