@@ -1,5 +1,7 @@
-"""Test-wide setup: 4 virtual CPU devices for multi-device tests, and the shared datasets directory."""
+"""Test-wide setup: 4 virtual CPU devices for multi-device tests, the shared datasets directory, and jax's caches
+emptied after every test module."""
 
+import gc
 import os
 import pathlib
 
@@ -40,3 +42,15 @@ def require_dataset_file(root: pathlib.Path, *relative: str) -> pathlib.Path:
       pytest.fail(message)
     pytest.skip(message)
   return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches_per_module():
+  """Drops the executables compiled by a finished test module. Functions jitted at module level keep one executable
+  per shape and static argument for the life of the process, and each executable holds about 6 memory mappings. An
+  xdist worker compiles thousands of programs over the suite; near Linux's `vm.max_map_count` (65530) XLA's CPU
+  compiler can no longer map code and the worker dies with a segmentation fault inside `backend_compile_and_load`
+  (seen late in the suite, in tests/train). Each module compiles what it needs anyway."""
+  yield
+  jax.clear_caches()
+  gc.collect()
