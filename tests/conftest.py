@@ -44,13 +44,32 @@ def require_dataset_file(root: pathlib.Path, *relative: str) -> pathlib.Path:
   return path
 
 
+def _memory_mappings():
+  """`(mappings of this process, vm.max_map_count)`, or None off Linux."""
+  try:
+    with open("/proc/self/maps") as f:
+      count = sum(1 for _ in f)
+    with open("/proc/sys/vm/max_map_count") as f:
+      return count, int(f.read())
+  except OSError:
+    return None
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_jax_caches_per_module():
-  """Drops the executables compiled by a finished test module. Functions jitted at module level keep one executable
-  per shape and static argument for the life of the process, and each executable holds about 6 memory mappings. An
-  xdist worker compiles thousands of programs over the suite; near Linux's `vm.max_map_count` (65530) XLA's CPU
-  compiler can no longer map code and the worker dies with a segmentation fault inside `backend_compile_and_load`
-  (seen late in the suite, in tests/train). Each module compiles what it needs anyway."""
+  """Drops the executables compiled by a finished test module, and fails loudly if the worker still nears the kernel's
+  limit on memory mappings.
+
+  Functions jitted at module level keep one executable per shape and static argument for the life of the process,
+  and each executable holds about 6 memory mappings. An xdist worker compiles thousands of programs over the suite; at
+  Linux's `vm.max_map_count` (65530 by default) XLA's CPU compiler logs "LLVM compilation error: Cannot allocate
+  memory" and the worker dies with a segmentation fault inside `backend_compile_and_load` (it happened late in the
+  suite, in tests/train). Each module compiles what it needs anyway."""
   yield
   jax.clear_caches()
   gc.collect()
+  mappings = _memory_mappings()
+  if mappings is not None and mappings[0] > mappings[1] // 2:
+    pytest.fail(f"this test worker holds {mappings[0]} memory mappings after jax.clear_caches(), over half of "
+                f"vm.max_map_count = {mappings[1]}: something keeps compiled executables (or other mappings) alive "
+                "across test modules, and XLA's compiler segfaults at the limit.")
