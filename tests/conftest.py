@@ -55,21 +55,39 @@ def _memory_mappings():
     return None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fresh_jax_caches_per_module():
-  """Drops the executables compiled by a finished test module, and fails loudly if the worker still nears the kernel's
-  limit on memory mappings.
+# Above this many mappings a test's teardown empties jax's caches (about 2700 live executables; Linux only).
+MAPPINGS_SOFT_LIMIT = 16384
 
-  Functions jitted at module level keep one executable per shape and static argument for the life of the process,
-  and each executable holds about 6 memory mappings. An xdist worker compiles thousands of programs over the suite; at
-  Linux's `vm.max_map_count` (65530 by default) XLA's CPU compiler logs "LLVM compilation error: Cannot allocate
-  memory" and the worker dies with a segmentation fault inside `backend_compile_and_load` (it happened late in the
-  suite, in tests/train). Each module compiles what it needs anyway."""
-  yield
+
+def _release_executables(where: str) -> None:
   jax.clear_caches()
   gc.collect()
   mappings = _memory_mappings()
   if mappings is not None and mappings[0] > mappings[1] // 2:
-    pytest.fail(f"this test worker holds {mappings[0]} memory mappings after jax.clear_caches(), over half of "
-                f"vm.max_map_count = {mappings[1]}: something keeps compiled executables (or other mappings) alive "
-                "across test modules, and XLA's compiler segfaults at the limit.")
+    pytest.fail(f"this test worker holds {mappings[0]} memory mappings after jax.clear_caches() ({where}), over half "
+                f"of vm.max_map_count = {mappings[1]}: something keeps compiled executables (or other mappings) alive, "
+                "and XLA's compiler segfaults at the limit.")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches_per_module():
+  """Drops the executables compiled by a finished test module (and fails loudly if the worker still nears the kernel's
+  limit on memory mappings).
+
+  Functions jitted at module level keep one executable per shape and static argument for the life of the process,
+  and each executable holds about 6 memory mappings (`python -m benchmarks.memory_mappings`). An xdist worker
+  compiles thousands of programs over the suite; at Linux's `vm.max_map_count` (65530 by default) XLA's CPU compiler
+  logs "LLVM compilation error: Cannot allocate memory" and the worker dies with a segmentation fault inside
+  `backend_compile_and_load` (it happened late in the suite, in tests/train). Each module compiles what it needs."""
+  yield
+  _release_executables("end of module")
+
+
+@pytest.fixture(autouse=True)
+def _bounded_executables_within_a_module():
+  """The same within a long module (tests/losses/test_contract.py compiles thousands of programs): after a test that
+  leaves the worker above `MAPPINGS_SOFT_LIMIT` mappings, the caches are emptied."""
+  yield
+  mappings = _memory_mappings()
+  if mappings is not None and mappings[0] > min(MAPPINGS_SOFT_LIMIT, mappings[1] // 4):
+    _release_executables("after a test")
