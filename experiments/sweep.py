@@ -400,15 +400,18 @@ def write_tables(sweep: Sweep, results: dict, results_dir: str, command: str) ->
 
 
 def plot_sweep(sweep: Sweep, results: dict, results_dir: str) -> List[str]:
-  """`<sweep>_bars.png` (test MAP@R and Recall@1 per row, error bars = std over seeds) and `<sweep>_curves.png`
-  (validation MAP@R over steps, mean over seeds, per row)."""
+  """`<sweep>_bars.png` (test MAP@R and Recall@1 per row, or the sweep's first two metrics when the runs do not
+  measure MAP@R; error bars = std over seeds) and `<sweep>_curves.png` (the validation selection metric over steps,
+  mean over seeds, per row)."""
   if not results["variants"]:
     return []
   plt = report._plt()
   rows = list(results["rows"])
   paths = []
   fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(rows) + 4), 4.2))
-  for ax, metric in zip(axes, ("map@r", "recall@1")):
+  measured = next(iter(results["variants"].values()))["summary"]["selected"]["test"]
+  bar_metrics = ("map@r", "recall@1") if "map@r" in measured else tuple(sweep.metrics[:2])
+  for ax, metric in zip(axes, bar_metrics):
     means = [(_row_stat(results, r, metric) or {"mean": np.nan})["mean"] for r in rows]
     stds = [(_row_stat(results, r, metric) or {}).get("std") or 0.0 for r in rows]
     ax.bar(range(len(rows)), means, yerr=stds, capsize=2, color="tab:blue", alpha=0.8)
