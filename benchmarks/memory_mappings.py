@@ -93,6 +93,10 @@ def main(argv=None):
   if args.child:
     fill_then_compile()
     return
+  import platform
+  import jax
+  print(f"{platform.machine()}, {os.cpu_count()} CPU cores, Linux {platform.release()}, python "
+        f"{platform.python_version()}, jax {jax.__version__}")
   grow(args.compiles)
   if args.fill:
     try:
