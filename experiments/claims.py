@@ -17,7 +17,7 @@ import os
 
 from experiments import report
 
-ORDER = ("pairnet_mnist", "gpw_omniglot", "dmlda_omniglot", "npair_omniglot", "histogram_omniglot")
+ORDER = ("pairnet_mnist", "pairnet_mnist_3k", "gpw_omniglot", "dmlda_omniglot", "npair_omniglot", "histogram_omniglot")
 
 
 def gather(results_dir: str):

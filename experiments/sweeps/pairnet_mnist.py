@@ -27,7 +27,12 @@ ROWS = (("siamese (1-NN)", "siamese", "knn_accuracy"), ("pairloss (1-NN)", "pair
         ("singlenet (softmax)", "singlenet", "softmax_accuracy"), ("pairnet (softmax)", "pairnet", "softmax_accuracy"))
 
 
-def extra(results, results_dir):
+def table_1(name):
+  """`extra(results, results_dir)` of sweep `name`: S0's Table 1 layout and `<name>_accuracy.png`."""
+  return lambda results, results_dir: extra(results, results_dir, name)
+
+
+def extra(results, results_dir, name="pairnet_mnist"):
   """S0's Table 1 layout: test accuracy (mean ± std over 3 draws), methods x N, and a plot of accuracy vs N."""
   from experiments import report
   lines = ["## S0 Table 1 layout: test accuracy on the official MNIST test set", "",
@@ -44,7 +49,7 @@ def extra(results, results_dir):
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   lines += ["", "S0's own Table 1 numbers are not part of the offline material this repository was built with, so "
             "they are not reproduced here; compare by the claims above (the paper's qualitative findings).", "",
-            "![accuracy vs N](pairnet_mnist_accuracy.png)", ""]
+            f"![accuracy vs N]({name}_accuracy.png)", ""]
   plt = report._plt()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   xs = list(range(len(SAMPLES)))
@@ -60,7 +65,7 @@ def extra(results, results_dir):
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(os.path.join(results_dir, "pairnet_mnist_accuracy.png"), dpi=100)
+  fig.savefig(os.path.join(results_dir, f"{name}_accuracy.png"), dpi=100)
   plt.close(fig)
   return lines
 
