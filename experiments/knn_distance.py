@@ -22,7 +22,8 @@ DISTANCES = ("cosine", "euclidean")
 
 
 def evaluate_run(run_dir: str, k: int = 1, batch_size: int = 512) -> dict:
-  """`{(network, split, distance): accuracy}` for network in (trained, untrained), split in (validation, test)."""
+  """`{(network, split, distance): accuracy}` for network in (trained, untrained), split in (validation, test), and
+  `("step",)`: the restored checkpoint's step."""
   from experiments import run as run_lib
   from metric_jax import evaluation
   from metric_jax.train import from_config, restore_run
@@ -34,7 +35,7 @@ def evaluate_run(run_dir: str, k: int = 1, batch_size: int = 512) -> dict:
   train_x = r.test_transform(parts.train.images)
   splits = {name: (r.test_transform(s.images), s.labels) for name, s in (("validation", parts.validation),
                                                                           ("test", parts.test)) if s is not None}
-  out = {}
+  out = {("step",): int(np.asarray(r.trainer.local_copy(r.state.step)))}
   for network, state in (("trained", r.state), ("untrained", r.trainer.init_state(seed=int(c.seed)))):
     ref = run_lib.embed_all(r.trainer, state, train_x, batch_size)
     for split, (x, y) in splits.items():
@@ -60,14 +61,8 @@ def main(argv=None):
            + f"` on {platform.machine()} ({os.cpu_count()} CPU cores). The latest checkpoint of each run; gallery: "
            "its training images.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for run_dir in args.run_dirs:
-    from metric_jax.train.checkpoint import Checkpointer
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), async_save=False)
-    try:
-      step = ckpt.latest_step()
-    finally:
-      ckpt.close()
     acc = evaluate_run(run_dir, k=args.k)
-    cells = [f"`{run_dir}`", str(step)] + [
+    cells = [f"`{run_dir}`", str(acc[("step",)])] + [
         f"{acc[(network, split, d)]:.4f}" if (network, split, d) in acc else "–"
         for split in ("validation", "test") for network in ("untrained", "trained") for d in DISTANCES]
     lines.append("| " + " | ".join(cells) + " |")

@@ -269,8 +269,8 @@ def run_one(c, run_dir: str, *, command: str, overwrite: bool = False, log: Call
   from metric_jax.train import from_config
   from metric_jax.train.restore import PREPROCESS_FILE, RUN_FILE
 
-  if c.get("validation", False):
-    from_config.selection_metric(c)  # a metric the validation part does not measure fails before anything is written
+  # A metric the validation part does not measure fails here, before anything is written.
+  metric = from_config.selection_metric(c) if c.get("validation", False) else SELECTION_METRIC
   plain = config_tools.to_plain(c)
   finished = prepare_run_dir(plain, run_dir, overwrite=overwrite)
   if finished is not None:
@@ -330,8 +330,7 @@ def run_one(c, run_dir: str, *, command: str, overwrite: bool = False, log: Call
                              meta={"config": c.name}, log=log,
                              on_state=(lambda st: live.__setitem__("state", st)) if mining else None)
   evals, curve = collect(run_dir)
-  has_validation = parts.validation is not None
-  selection = select(evals, has_validation, from_config.selection_metric(c) if has_validation else SELECTION_METRIC)
+  selection = select(evals, parts.validation is not None, metric)
   selected = next(e for e in evals if e["step"] == selection["step"])
   record = {
       "name": c.name, "seed": int(c.seed), "config": plain, "config_hash": config_tools.config_hash(plain),

@@ -37,7 +37,8 @@ class Variant:
   """One configuration of a sweep: `name` (a directory name) and dotted config overrides.
 
   `group`: variants of one group are a hyperparameter grid; the one with the best mean validation score (MAP@R, or the
-  runs' `config.selection_metric`) represents the group in the main table (never chosen on test). `label`: the name shown in tables and plots (default `name`)."""
+  runs' `config.selection_metric`) represents the group in the main table (never chosen on test). `label`: the name
+  shown in tables and plots (default `name`)."""
   name: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   group: Optional[str] = None

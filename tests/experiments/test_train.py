@@ -150,6 +150,7 @@ def test_limited_split_with_validation_selects_the_step_on_held_out_training_ima
   # experiments.knn_distance re-evaluates the latest checkpoint: its cosine numbers are the record's last evaluation.
   from experiments import knn_distance
   acc = knn_distance.evaluate_run(str(tmp_path / "w" / "seed_0"))
+  assert acc.pop(("step",)) == 4
   assert len(acc) == 8 and all(0.0 <= v <= 1.0 for v in acc.values())
   assert acc[("trained", "test", "cosine")] == pytest.approx(rec["final"]["test"]["knn_accuracy"], abs=1e-6)
   assert acc[("trained", "validation", "cosine")] == pytest.approx(rec["final"]["validation"]["knn_accuracy"],
