@@ -25,6 +25,9 @@ def _n(n):
 ROWS = (("siamese (1-NN)", "siamese", "knn_accuracy"), ("pairloss (1-NN)", "pairloss", "knn_accuracy"),
         ("pair-soft (1-NN)", "pairnet", "knn_accuracy"), ("pair-soft (linear SVM)", "pairnet", "svm_accuracy"),
         ("singlenet (softmax)", "singlenet", "softmax_accuracy"), ("pairnet (softmax)", "pairnet", "softmax_accuracy"))
+# The reference the metric-only nets must beat: the same LeNet before training (siamese runs' step 0, same draws).
+UNTRAINED_ROWS = (("untrained network (1-NN)", "siamese", "knn_accuracy"),
+                  ("untrained network (linear SVM)", "siamese", "svm_accuracy"))
 
 
 def table_1(name):
@@ -33,17 +36,18 @@ def table_1(name):
 
 
 def extra(results, results_dir, name="pairnet_mnist"):
-  """S0's Table 1 layout: test accuracy (mean ± std over 3 draws), methods x N, and a plot of accuracy vs N."""
+  """S0's Table 1 layout: test accuracy (mean ± std over 3 draws), methods x N, the untrained network's 1-NN / SVM
+  accuracy below them, and a plot of accuracy vs N."""
   from experiments import report
   lines = ["## S0 Table 1 layout: test accuracy on the official MNIST test set", "",
            "| method (classifier) | " + " | ".join(f"N = {_n(n).upper()}" for n in SAMPLES) + " |",
            "|---|" + "---|" * len(SAMPLES)]
   series = {}
-  for label, method, metric in ROWS:
+  for (label, method, metric), where in [(r, "selected") for r in ROWS] + [(r, "untrained") for r in UNTRAINED_ROWS]:
     cells = []
     for n in SAMPLES:
       v = results["variants"].get(f"{method}_n{_n(n)}")
-      s = v["summary"]["selected"]["test"].get(metric) if v else None
+      s = v["summary"][where]["test"].get(metric) if v else None
       cells.append(report.fmt(s))
       series.setdefault(label, []).append(s)
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -56,8 +60,9 @@ def extra(results, results_dir, name="pairnet_mnist"):
   for label, stats in series.items():
     pts = [(x, s["mean"], s["std"] or 0.0) for x, s in zip(xs, stats) if s is not None]
     if pts:
+      style = {"ls": "--" if "1-NN" in label else ":", "color": "grey"} if label.startswith("untrained") else {}
       ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                  label=label)
+                  label=label, **style)
   ax.set_xticks(xs)
   ax.set_xticklabels([_n(n) for n in SAMPLES])
   ax.set(xlabel="training images per class (N)", ylabel="test accuracy",

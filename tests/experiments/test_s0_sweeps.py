@@ -36,3 +36,26 @@ def test_the_learning_rate_check_changes_the_split_budget_and_rate_only():
     if v.overrides["objective.kind"] != "siamese":
       expected.add("objective.kind")
     assert set(differing) == expected, v.name
+
+
+def test_table_1_layout_reads_trained_rows_at_the_selected_step_and_the_untrained_reference(tmp_path):
+  from experiments.sweeps import pairnet_mnist
+
+  def stat(mean):
+    return {"mean": mean, "std": 0.001, "n": 3}
+
+  variants = {}
+  for m_i, method in enumerate(pairnet_mnist.METHODS):
+    test = {"softmax_accuracy": stat(0.90 + m_i / 100), "knn_accuracy": stat(0.80 + m_i / 100),
+            "svm_accuracy": stat(0.70 + m_i / 100)}
+    untrained = {"knn_accuracy": stat(0.55), "svm_accuracy": stat(0.45), "softmax_accuracy": stat(0.1)}
+    variants[f"{method}_n60"] = {"summary": {"selected": {"test": test}, "untrained": {"test": untrained}}}
+  lines = pairnet_mnist.extra({"variants": variants}, str(tmp_path), "tiny")
+  rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in lines if line.startswith("| ")}
+  assert rows["siamese (1-NN)"].startswith("0.8000")
+  assert rows["pair-soft (linear SVM)"].startswith("0.7300")          # pairnet's features, SVM
+  assert rows["pairnet (softmax)"].startswith("0.9300")
+  assert rows["untrained network (1-NN)"].startswith("0.5500")
+  assert rows["untrained network (linear SVM)"].startswith("0.4500")
+  assert "–" in next(line for line in lines if line.startswith("| untrained network (1-NN)"))  # N = 100 not run
+  assert (tmp_path / "tiny_accuracy.png").stat().st_size > 0
