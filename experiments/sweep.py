@@ -230,8 +230,9 @@ def _run_jobs(sweep: Sweep, jobs, workdir: str, results_dir: str, index: dict, d
 
 
 def collect_results(sweep: Sweep, results_dir: str, seeds: Sequence[int]) -> dict:
-  """`{"variants": {name: {"records": [...], "summary": ...}}, "rows": {row: variant name}, "missing": [...]}`."""
-  out = {"variants": {}, "missing": [], "diverged": []}
+  """`{"name": sweep name, "variants": {name: {"records": [...], "summary": ...}}, "rows": {row: variant name},
+  "missing": [...]}`."""
+  out = {"name": sweep.name, "variants": {}, "missing": [], "diverged": []}
   selection_seeds, metrics = {}, set()
   for v in sweep.variants:
     records, found = [], []

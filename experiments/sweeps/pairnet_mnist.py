@@ -30,15 +30,11 @@ UNTRAINED_ROWS = (("untrained network (1-NN)", "siamese", "knn_accuracy"),
                   ("untrained network (linear SVM)", "siamese", "svm_accuracy"))
 
 
-def table_1(name):
-  """`extra(results, results_dir)` of sweep `name`: S0's Table 1 layout and `<name>_accuracy.png`."""
-  return lambda results, results_dir: extra(results, results_dir, name)
-
-
-def extra(results, results_dir, name="pairnet_mnist"):
+def extra(results, results_dir):
   """S0's Table 1 layout: test accuracy (mean ± std over 3 draws), methods x N, the untrained network's 1-NN / SVM
-  accuracy below them, and a plot of accuracy vs N."""
+  accuracy below them, and a plot of accuracy vs N (`<sweep name>_accuracy.png`)."""
   from experiments import report
+  name = results["name"]
   lines = ["## S0 Table 1 layout: test accuracy on the official MNIST test set", "",
            "| method (classifier) | " + " | ".join(f"N = {_n(n).upper()}" for n in SAMPLES) + " |",
            "|---|" + "---|" * len(SAMPLES)]

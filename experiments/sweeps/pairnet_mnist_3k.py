@@ -18,7 +18,7 @@ from experiments.sweeps import pairnet_mnist
 def get_sweep():
   base = pairnet_mnist.get_sweep()
   return dataclasses.replace(
-      base, name="pairnet_mnist_3k", extra=pairnet_mnist.table_1("pairnet_mnist_3k"),
+      base, name="pairnet_mnist_3k",
       base_overrides={**base.base_overrides, "num_steps": 3000, "eval_every": 1000, "checkpoint_every": 1000},
       title=base.title + ", 3000 steps",
       protocol=base.protocol.replace("1000 steps", "3000 steps (evaluated every 1000)"))

@@ -50,7 +50,7 @@ def test_table_1_layout_reads_trained_rows_at_the_selected_step_and_the_untraine
             "svm_accuracy": stat(0.70 + m_i / 100)}
     untrained = {"knn_accuracy": stat(0.55), "svm_accuracy": stat(0.45), "softmax_accuracy": stat(0.1)}
     variants[f"{method}_n60"] = {"summary": {"selected": {"test": test}, "untrained": {"test": untrained}}}
-  lines = pairnet_mnist.extra({"variants": variants}, str(tmp_path), "tiny")
+  lines = pairnet_mnist.extra({"name": "tiny", "variants": variants}, str(tmp_path))
   rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in lines if line.startswith("| ")}
   assert rows["siamese (1-NN)"].startswith("0.8000")
   assert rows["pair-soft (linear SVM)"].startswith("0.7300")          # pairnet's features, SVM
